@@ -1,0 +1,212 @@
+//! Tenant API-key authentication without Argon2 on every request.
+//!
+//! A key is verified once (Argon2id in `spawn_blocking`, at most one verify per core at a
+//! time so a burst of bad keys cannot starve the api), then served from a bounded cache
+//! keyed by its public id, holding the SHA-256 of the secret, compared in constant time.
+//! Revocation reaches every replica within about a second: each replica polls Postgres
+//! for keys revoked (or tenants changed) since its last look and drops them from its cache.
+//! `last_used_at` is gathered in memory and written back in one statement per interval.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use chrono::{DateTime, Utc};
+use entity::tenant::TenantStatus;
+use freight_core::{config::AuthSettings, domain::api_key::ApiKey, repo::api_keys};
+use moka::future::Cache;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Who a valid key speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant_id: Uuid,
+    pub key_id: Uuid,
+}
+
+#[derive(Clone)]
+struct CachedKey {
+    principal: Principal,
+    secret_digest: [u8; 32],
+    expires_at: Option<DateTime<Utc>>,
+}
+
+pub struct Authenticator {
+    db: DatabaseConnection,
+    cache: Cache<String, CachedKey>,
+    verify_permits: Semaphore,
+    /// Bumped whenever the watcher drops keys, so a verification that raced a revocation
+    /// does not put the revoked key back into the cache.
+    invalidations: AtomicU64,
+    last_used: Mutex<HashMap<Uuid, DateTime<Utc>>>,
+}
+
+impl Authenticator {
+    pub fn new(db: DatabaseConnection, settings: &AuthSettings) -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Self {
+            db,
+            cache: Cache::builder()
+                .max_capacity(settings.cache_capacity)
+                .time_to_live(settings.cache_ttl)
+                .build(),
+            verify_permits: Semaphore::new(cores),
+            invalidations: AtomicU64::new(0),
+            last_used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks a presented key and returns its principal, or the 401/403/503 to answer.
+    pub async fn authenticate(&self, raw: &str) -> Result<Principal, ApiError> {
+        let key = ApiKey::parse(raw).map_err(|_| {
+            ApiError::Unauthorized("malformed API key: expected `frk_<public id>_<secret>`".into())
+        })?;
+        let digest = key.secret_digest();
+        if let Some(hit) = self.cache.get(key.public_id()).await
+            && bool::from(hit.secret_digest.ct_eq(&digest))
+        {
+            if hit.expires_at.is_some_and(|at| at <= Utc::now()) {
+                self.cache.invalidate(key.public_id()).await;
+                return Err(ApiError::Unauthorized("API key has expired".into()));
+            }
+            self.note_used(hit.principal.key_id);
+            return Ok(hit.principal);
+        }
+        self.verify(key, digest).await
+    }
+
+    async fn verify(&self, key: ApiKey, digest: [u8; 32]) -> Result<Principal, ApiError> {
+        let epoch = self.invalidations.load(Ordering::Acquire);
+        let invalid = || ApiError::Unauthorized("invalid API key".into());
+        let Some(row) = api_keys::find_for_auth(&self.db, key.public_id()).await? else {
+            return Err(invalid());
+        };
+        let ok = {
+            let _permit = self.verify_permits.acquire().await.expect("never closed");
+            let (key, hash) = (key.clone(), row.secret_hash.clone());
+            tokio::task::spawn_blocking(move || key.verify_secret(&hash))
+                .await
+                .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?
+        };
+        // Only a holder of the right secret learns whether the key is revoked or expired.
+        if !ok {
+            return Err(invalid());
+        }
+        if row.revoked_at.is_some() {
+            return Err(ApiError::Unauthorized("API key has been revoked".into()));
+        }
+        if row.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(ApiError::Unauthorized("API key has expired".into()));
+        }
+        if row.tenant_status != TenantStatus::Active {
+            return Err(ApiError::Forbidden("this tenant is suspended".into()));
+        }
+        let principal = Principal {
+            tenant_id: row.tenant_id,
+            key_id: row.id,
+        };
+        if self.invalidations.load(Ordering::Acquire) == epoch {
+            let entry = CachedKey {
+                principal,
+                secret_digest: digest,
+                expires_at: row.expires_at,
+            };
+            self.cache.insert(key.public_id().to_owned(), entry).await;
+        }
+        self.note_used(principal.key_id);
+        Ok(principal)
+    }
+
+    /// Drops a key from this replica's cache at once (the revoking replica does not wait
+    /// for its own poll).
+    pub async fn forget(&self, public_id: &str) {
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        self.cache.invalidate(public_id).await;
+    }
+
+    fn note_used(&self, key_id: Uuid) {
+        self.last_used
+            .lock()
+            .expect("not poisoned")
+            .insert(key_id, Utc::now());
+    }
+
+    /// Writes the gathered `last_used_at` values back in one statement.
+    pub async fn flush_last_used(&self) {
+        let used: Vec<(Uuid, DateTime<Utc>)> =
+            std::mem::take(&mut *self.last_used.lock().expect("not poisoned"))
+                .into_iter()
+                .collect();
+        if let Err(e) = api_keys::touch_last_used(&self.db, &used).await {
+            tracing::warn!(error = %e, keys = used.len(), "could not record last_used_at; will retry");
+            let mut map = self.last_used.lock().expect("not poisoned");
+            for (id, at) in used {
+                map.entry(id).or_insert(at);
+            }
+        }
+    }
+
+    /// Runs until `stop`: polls for revocations and flushes `last_used_at`.
+    pub async fn run_background(self: Arc<Self>, settings: AuthSettings, stop: CancellationToken) {
+        let mut since = db_now(&self.db).await.unwrap_or_else(|_| Utc::now());
+        let mut poll = tokio::time::interval(settings.revocation_poll_interval);
+        let mut flush = tokio::time::interval(settings.last_used_flush_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = poll.tick() => match self.poll_revocations(since).await {
+                    Ok(next) => since = next,
+                    Err(e) => tracing::warn!(error = %e, "revocation poll failed; will retry"),
+                },
+                _ = flush.tick() => self.flush_last_used().await,
+            }
+        }
+        self.flush_last_used().await;
+    }
+
+    /// Drops every key revoked or whose tenant changed since `since` (minus a margin for
+    /// transactions that took their timestamp before committing). Returns the next `since`.
+    async fn poll_revocations(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, sea_orm::DbErr> {
+        const MARGIN: chrono::Duration = chrono::Duration::seconds(5);
+        let now = db_now(&self.db).await?;
+        let stale = api_keys::invalidated_since(&self.db, since - MARGIN)
+            .await
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+        if !stale.is_empty() {
+            self.invalidations.fetch_add(1, Ordering::AcqRel);
+            for public_id in stale {
+                self.cache.invalidate(&public_id).await;
+            }
+        }
+        Ok(now)
+    }
+}
+
+/// The database's clock, so replicas with skewed clocks still see every revocation.
+async fn db_now(db: &DatabaseConnection) -> Result<DateTime<Utc>, sea_orm::DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT now() AS now",
+        ))
+        .await?
+        .ok_or_else(|| sea_orm::DbErr::Custom("SELECT now() returned no row".into()))?;
+    row.try_get("", "now")
+}

@@ -1,0 +1,104 @@
+//! Authentication as extractors: a handler that names [`AuthTenant`] or [`Operator`]
+//! cannot forget to check, and every tenant query takes the tenant id it yields.
+
+mod authenticator;
+
+pub use authenticator::{Authenticator, Principal};
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use freight_core::domain::api_key::ApiKey;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::{error::ApiError, state::AppState};
+
+/// A request authenticated with a tenant API key (`Authorization: Bearer` or `X-API-Key`).
+#[derive(Debug, Clone, Copy)]
+pub struct AuthTenant {
+    pub tenant_id: Uuid,
+    pub key_id: Uuid,
+}
+
+impl FromRequestParts<AppState> for AuthTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = presented_token(parts)?.ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`".into(),
+            )
+        })?;
+        if state.is_admin_token(&token) {
+            return Err(ApiError::Unauthorized(
+                "the operator token is not a tenant API key; create a key for the tenant".into(),
+            ));
+        }
+        let p = state.auth.authenticate(&token).await?;
+        let span = tracing::Span::current();
+        span.record("tenant.id", tracing::field::display(p.tenant_id));
+        Ok(AuthTenant {
+            tenant_id: p.tenant_id,
+            key_id: p.key_id,
+        })
+    }
+}
+
+/// A request carrying the operator's `ADMIN_TOKEN`.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = presented_token(parts)?.ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing operator token: send `Authorization: Bearer <ADMIN_TOKEN>`".into(),
+            )
+        })?;
+        if state.is_admin_token(&token) {
+            return Ok(Operator);
+        }
+        if ApiKey::parse(&token).is_ok() && state.auth.authenticate(&token).await.is_ok() {
+            return Err(ApiError::Forbidden(
+                "this is an operator route; a tenant API key cannot use it".into(),
+            ));
+        }
+        Err(ApiError::Unauthorized("invalid operator token".into()))
+    }
+}
+
+/// The bearer token or `X-API-Key` value, if any. A header that is present but not
+/// readable (non-ASCII, wrong scheme) is a 401 of its own.
+fn presented_token(parts: &Parts) -> Result<Option<String>, ApiError> {
+    if let Some(v) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("unreadable Authorization header".into()))?;
+        let (scheme, token) = v.trim().split_once(' ').unwrap_or((v, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(ApiError::Unauthorized(
+                "the Authorization header must be `Bearer <token>`".into(),
+            ));
+        }
+        return Ok(Some(token.trim().to_owned()));
+    }
+    if let Some(v) = parts.headers.get("x-api-key") {
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("unreadable X-API-Key header".into()))?;
+        return Ok(Some(v.trim().to_owned()));
+    }
+    Ok(None)
+}
+
+/// SHA-256 of the admin token: comparing digests in constant time reveals neither the
+/// token's bytes nor its length through timing.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.ct_eq(b).into()
+}

@@ -1,0 +1,179 @@
+//! `ApiError`, the api's one error type, and the only place that picks an HTTP status and
+//! writes an RFC 9457 `application/problem+json` document. Internal causes are logged
+//! here, once, and never sent to the client.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use freight_core::{Error as CoreError, FieldError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input: bad JSON, wrong JSON types, a bad UUID or cursor.
+    #[error("{detail}")]
+    BadRequest {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something broke on our side. The message is logged, never sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::BadRequest {
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem, e.g. `urn:freight:problem:validation`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// One entry per broken rule, `field` being the dotted path into the request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        let title = status.canonical_reason().unwrap_or("Error").to_owned();
+        let slug = title.to_ascii_lowercase().replace(' ', "-");
+        Self {
+            kind: format!("urn:freight:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn into_response_with(self, status: StatusCode) -> Response {
+        let mut res = (status, Json(self)).into_response();
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        res
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let problem = match self {
+            Self::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                Problem::new(status, "an internal error occurred; it has been logged")
+            }
+            Self::Validation(errors) => Problem {
+                errors,
+                ..Problem::new(status, "the request breaks one or more rules; see `errors`")
+            },
+            Self::BadRequest { detail, errors } => Problem {
+                errors,
+                ..Problem::new(status, detail)
+            },
+            Self::Unavailable(detail) => {
+                tracing::warn!(%detail, "dependency unavailable");
+                Problem::new(status, detail)
+            }
+            other => Problem::new(status, other.to_string()),
+        };
+        let mut res = problem.into_response_with(status);
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(err: CoreError) -> Self {
+        match err {
+            CoreError::Validation(errors) => Self::Validation(errors),
+            CoreError::Malformed(detail) => Self::bad_request(detail),
+            CoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
+            CoreError::Conflict(detail) => Self::Conflict(detail),
+            CoreError::Database(e) => from_db(e),
+            CoreError::Redis(e) => {
+                Self::Unavailable(format!("the queue (Redis) is unavailable: {e}"))
+            }
+            CoreError::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        from_db(err)
+    }
+}
+
+/// A database that cannot be reached is a 503 the client may retry; anything else is ours.
+fn from_db(err: sea_orm::DbErr) -> ApiError {
+    use sea_orm::DbErr;
+    match &err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+            ApiError::Unavailable("the database is unavailable; retry shortly".into())
+        }
+        DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+            if matches!(
+                e.as_ref(),
+                sea_orm::sqlx::Error::Io(_)
+                    | sea_orm::sqlx::Error::PoolTimedOut
+                    | sea_orm::sqlx::Error::PoolClosed
+            ) =>
+        {
+            ApiError::Unavailable("the database is unavailable; retry shortly".into())
+        }
+        _ => ApiError::Internal(format!("database: {err}")),
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,119 @@
+//! Extractors that own their rejections: malformed JSON, wrong types, bad UUIDs, bad query
+//! strings, over-limit bodies and wrong content types all come back as problem documents.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Path, Query, Request, rejection::BytesRejection},
+    http::{HeaderMap, header, request::Parts},
+};
+use freight_core::FieldError;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON body (`Content-Type: application/json` or `+json`), or a problem.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        require_json(req.headers())?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = media_type(headers);
+    if ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "expected Content-Type: application/json, got `{}`",
+            if ct.is_empty() { "nothing" } else { &ct }
+        )))
+    }
+}
+
+/// The media type of the request, lower-cased, without parameters.
+pub fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+pub fn body_rejection(err: BytesRejection) -> ApiError {
+    if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(
+            "the request body is larger than the configured limit (HTTP_BODY_LIMIT)".into(),
+        )
+    } else {
+        ApiError::bad_request(format!("could not read the request body: {err}"))
+    }
+}
+
+/// Parses JSON into `T`. Syntax errors and wrong types are both 400, naming the path.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(de)
+        .map_err(|e| json_error(e.path().to_string(), e.inner()))?;
+    Ok(value)
+}
+
+/// Converts an already parsed JSON value into `T`, naming the path of a wrong type.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| json_error(e.path().to_string(), e.inner()))
+}
+
+fn json_error(path: String, err: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Data if path != "." => ApiError::BadRequest {
+            detail: format!("`{path}`: {err}"),
+            errors: vec![FieldError::new(path, err.to_string())],
+        },
+        Category::Data => ApiError::bad_request(format!("the body has the wrong shape: {err}")),
+        _ => ApiError::bad_request(format!("the body is not valid JSON: {err}")),
+    }
+}
+
+/// A path parameter; a malformed one (a bad UUID) is a 400.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|e| {
+                ApiError::bad_request(format!("invalid path parameter: {}", e.body_text()))
+            })
+    }
+}
+
+/// A query string; a malformed one is a 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+}

@@ -1,0 +1,143 @@
+//! Freight's HTTP API: a thin axum layer over `freight-core`.
+//!
+//! [`Application::build`] connects, migrates, binds the listener (port 0 in tests) and
+//! assembles the router; [`Application::run_until_stopped`] serves until the shutdown
+//! future resolves, then drains in-flight requests and stops background tasks.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod views;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use axum::{Json, Router, routing::get};
+use freight_core::{config::Settings, db, queue};
+use rand::{Rng, distributions::Alphanumeric};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{auth::Authenticator, error::ApiError, state::AppState};
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = db::connect(&settings.database)
+            .await
+            .context("cannot connect to Postgres (DATABASE_URL)")?;
+        db::prepare_schema(&db, settings.migrate_on_start).await?;
+        let redis = queue::connect(&settings.redis)
+            .await
+            .context("cannot connect to Redis (REDIS_URL)")?;
+        let admin_token = match &settings.http.admin_token {
+            Some(token) => token.expose_secret().to_owned(),
+            None => generated_admin_token(),
+        };
+        let auth = Arc::new(Authenticator::new(db.clone(), &settings.auth));
+        let settings = Arc::new(settings);
+        let state = AppState::new(db, redis, settings.clone(), auth, &admin_token);
+        let router = middleware::apply(router(state.clone()), &settings.http);
+        let listener = TcpListener::bind(settings.http.addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (HTTP_ADDR)", settings.http.addr))?;
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let background = tokio::spawn(
+            self.state
+                .auth
+                .clone()
+                .run_background(self.state.settings.auth.clone(), stop.clone()),
+        );
+        tracing::info!(addr = %self.local_addr(), "api listening");
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        stop.cancel();
+        let _ = background.await;
+        served.context("the HTTP server failed")
+    }
+}
+
+/// The full router, without the middleware stack.
+pub fn router(state: AppState) -> Router {
+    let (router, openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(routes::router())
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    router
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { Json(openapi.as_ref().clone()) }),
+        )
+        .route("/api/v1/docs", get(routes::ops::docs_page))
+        .fallback(|| async { ApiError::NotFound("no such route; see /api/v1/openapi.json".into()) })
+        .with_state(state)
+}
+
+/// The OpenAPI document, as served at `/api/v1/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    OpenApiRouter::<AppState>::with_openapi(openapi::ApiDoc::openapi())
+        .merge(routes::router())
+        .into_openapi()
+}
+
+/// With no ADMIN_TOKEN set, a random one for this run, printed once.
+fn generated_admin_token() -> String {
+    let token: String = rand::rngs::OsRng
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    tracing::warn!(
+        "ADMIN_TOKEN is not set: generated a one-off operator token for LOCAL USE ONLY; set ADMIN_TOKEN in production"
+    );
+    eprintln!(
+        "\n  Operator token for this run (local use only; set ADMIN_TOKEN to choose your own):\n\n      {token}\n"
+    );
+    token
+}
+
+/// `freight api`: build, then serve until SIGTERM or Ctrl-C.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Application::build(settings)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
+}

@@ -1,0 +1,150 @@
+//! The tower-http stack every request passes through, outermost first: request id (set,
+//! then echoed), a tracing span carrying it, compression, problem documents for bare
+//! error responses, panic → 500 problem, request timeout, CORS and the body limit.
+
+use std::{any::Any, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{DefaultBodyLimit, Request},
+    http::{HeaderValue, Method, StatusCode, header},
+    response::Response,
+};
+use freight_core::config::HttpSettings;
+use tower::ServiceBuilder;
+use tower_http::{
+    LatencyUnit,
+    catch_panic::CatchPanicLayer,
+    compression::CompressionLayer,
+    cors::{AllowOrigin, Any as AnyOrigin, CorsLayer},
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+use crate::error::{PROBLEM_JSON, Problem};
+
+pub fn apply(router: Router, settings: &HttpSettings) -> Router {
+    // Several `Router::layer` calls rather than one stack: each call turns the response
+    // body back into axum's `Body`, which the timeout and `map_response` need.
+    router
+        .layer(
+            ServiceBuilder::new()
+                .layer(RequestBodyLimitLayer::new(settings.body_limit))
+                .layer(DefaultBodyLimit::max(settings.body_limit)),
+        )
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(panic_problem))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    settings.request_timeout,
+                ))
+                .layer(cors(&settings.cors_allowed_origins)),
+        )
+        .layer(axum::middleware::map_response(problem_for_bare_errors))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_request(())
+                        .on_response(
+                            DefaultOnResponse::new()
+                                .level(Level::INFO)
+                                .latency_unit(LatencyUnit::Millis),
+                        )
+                        .on_failure(DefaultOnFailure::new().level(Level::ERROR)),
+                )
+                .layer(CompressionLayer::new()),
+        )
+}
+
+/// The request span: every log line of a request carries its id. No query string, no
+/// headers: those may hold keys.
+fn request_span(req: &Request<Body>) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %request_id,
+        tenant.id = tracing::field::Empty,
+    )
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            "x-api-key".parse().unwrap(),
+            "idempotency-key".parse().unwrap(),
+        ])
+        .expose_headers(["x-request-id".parse().unwrap(), header::LOCATION])
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AnyOrigin)
+    } else {
+        layer.allow_origin(AllowOrigin::list(
+            origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+        ))
+    }
+}
+
+/// Error responses made by layers or by axum itself (404 fallback, 405, 408 timeout, 413
+/// from the body limit) carry no problem document; give them one, keeping their headers.
+async fn problem_for_bare_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return res;
+    }
+    let detail = match status {
+        StatusCode::NOT_FOUND => "no such route; see /api/v1/openapi.json",
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not accept that method",
+        StatusCode::REQUEST_TIMEOUT => {
+            "the request took longer than the server's limit (HTTP_REQUEST_TIMEOUT)"
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "the request body is larger than the configured limit (HTTP_BODY_LIMIT)"
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported Content-Type",
+        _ => status.canonical_reason().unwrap_or("error"),
+    };
+    let (mut parts, _) = res.into_parts();
+    let mut fresh = Problem::new(status, detail).into_response_with(status);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    std::mem::swap(fresh.headers_mut(), &mut parts.headers);
+    fresh
+}
+
+fn panic_problem(err: Box<dyn Any + Send + 'static>) -> Response {
+    let message = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = %message, "handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "an internal error occurred; it has been logged",
+    )
+    .into_response_with(StatusCode::INTERNAL_SERVER_ERROR)
+}

@@ -1,0 +1,188 @@
+//! `POST/GET /api/v1/admin/tenants`, `GET /api/v1/admin/tenants/{id}`, the tenant's keys,
+//! and `DELETE /api/v1/admin/api-keys/{key_id}`.
+
+use axum::{Json, extract::State, http::StatusCode};
+use freight_core::{
+    FieldError,
+    repo::{
+        api_keys,
+        page::PageRequest,
+        tenants::{self, NewTenant},
+    },
+};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    auth::Operator,
+    error::{ApiError, ApiResult, Problem},
+    extract::{ApiJson, ApiPath, ApiQuery},
+    routes::api_keys::{CreateApiKeyRequest, create_key, revoke_key},
+    state::AppState,
+    views::{ApiKeyView, CreatedApiKey, Page, TenantView},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(get_tenant))
+        .routes(routes!(create_tenant_key, list_tenant_keys))
+        .routes(routes!(revoke_any_key))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateTenantRequest {
+    /// Unique, 1–200 characters.
+    pub name: Option<String>,
+    /// Jobs running at once (1–10000, default 10); more wait in `queued`.
+    pub max_concurrent_jobs: Option<i64>,
+    /// Requests per second (1–1000000, default 100; burst twice that).
+    pub rate_limit_per_second: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PageQuery {
+    /// 1–1000, default 100.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Create a tenant.
+#[utoipa::path(post, path = "/api/v1/admin/tenants", tag = "admin", security(("admin_token" = [])),
+    request_body = CreateTenantRequest,
+    responses((status = 201, body = TenantView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn create_tenant(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiJson(req): ApiJson<CreateTenantRequest>,
+) -> ApiResult<(StatusCode, Json<TenantView>)> {
+    let mut errors = Vec::new();
+    let name = req.name.map(|n| n.trim().to_owned()).unwrap_or_default();
+    if name.is_empty() || name.chars().count() > 200 {
+        errors.push(FieldError::new("name", "is required, 1 to 200 characters"));
+    }
+    let mut bounded = |field: &str, v: Option<i64>, default: i64, hi: i64| -> i32 {
+        let v = v.unwrap_or(default);
+        if !(1..=hi).contains(&v) {
+            errors.push(FieldError::new(
+                field,
+                format!("must be between 1 and {hi}"),
+            ));
+        }
+        v.clamp(1, hi) as i32
+    };
+    let max_concurrent_jobs = bounded("max_concurrent_jobs", req.max_concurrent_jobs, 10, 10_000);
+    let rate_limit_per_second = bounded(
+        "rate_limit_per_second",
+        req.rate_limit_per_second,
+        100,
+        1_000_000,
+    );
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let tenant = tenants::create(
+        &state.db,
+        NewTenant {
+            name,
+            max_concurrent_jobs,
+            rate_limit_per_second,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(tenant.into())))
+}
+
+/// List tenants, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin", security(("admin_token" = [])),
+    params(PageQuery),
+    responses((status = 200, body = Page<TenantView>), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn list_tenants(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<TenantView>>> {
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    Ok(Json(
+        tenants::list(&state.db, page)
+            .await?
+            .map(TenantView::from)
+            .into(),
+    ))
+}
+
+/// One tenant.
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}", tag = "admin", security(("admin_token" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = TenantView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn get_tenant(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<TenantView>> {
+    let tenant = tenants::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
+    Ok(Json(tenant.into()))
+}
+
+/// Create an API key for a tenant. The plaintext key is in this response only.
+#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/api-keys", tag = "admin", security(("admin_token" = [])),
+    params(("id" = Uuid, Path)), request_body = CreateApiKeyRequest,
+    responses((status = 201, body = CreatedApiKey), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn create_tenant_key(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<CreateApiKeyRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
+    tenants::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(create_key(&state, id, req).await?),
+    ))
+}
+
+/// A tenant's keys, without secrets.
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/api-keys", tag = "admin", security(("admin_token" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<ApiKeyView>), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn list_tenant_keys(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Vec<ApiKeyView>>> {
+    tenants::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
+    Ok(Json(
+        api_keys::list(&state.db, id)
+            .await?
+            .into_iter()
+            .map(ApiKeyView::from)
+            .collect(),
+    ))
+}
+
+/// Revoke any key. Every api replica refuses it within seconds.
+#[utoipa::path(delete, path = "/api/v1/admin/api-keys/{key_id}", tag = "admin", security(("admin_token" = [])),
+    params(("key_id" = Uuid, Path)),
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn revoke_any_key(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiPath(key_id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    revoke_key(&state, key_id, None).await
+}

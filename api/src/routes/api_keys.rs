@@ -1,0 +1,140 @@
+//! Tenant self-service keys: `POST/GET /api/v1/api-keys`, `DELETE /api/v1/api-keys/{key_id}`,
+//! so a tenant can rotate keys without an operator.
+
+use axum::{Json, extract::State, http::StatusCode};
+use chrono::{DateTime, Utc};
+use freight_core::{
+    domain::api_key::ApiKey,
+    repo::api_keys::{self, NewApiKey},
+};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    auth::AuthTenant,
+    error::{ApiError, ApiResult, Problem},
+    extract::{ApiJson, ApiPath},
+    state::AppState,
+    views::{ApiKeyView, CreatedApiKey},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_own_key, list_own_keys))
+        .routes(routes!(revoke_own_key))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateApiKeyRequest {
+    /// A label, up to 200 characters.
+    pub name: Option<String>,
+    /// When the key stops working (RFC 3339, in the future). Never, if absent.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Creates a key for `tenant_id`. Shared by the operator and the self-service route.
+pub async fn create_key(
+    state: &AppState,
+    tenant_id: Uuid,
+    req: CreateApiKeyRequest,
+) -> ApiResult<CreatedApiKey> {
+    let mut errors = Vec::new();
+    if req
+        .name
+        .as_ref()
+        .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 200)
+    {
+        errors.push(freight_core::FieldError::new(
+            "name",
+            "must be 1 to 200 characters",
+        ));
+    }
+    if req.expires_at.is_some_and(|at| at <= Utc::now()) {
+        errors.push(freight_core::FieldError::new(
+            "expires_at",
+            "must be in the future",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let key = ApiKey::generate();
+    let hashing = key.clone();
+    let secret_hash = tokio::task::spawn_blocking(move || hashing.hash_secret())
+        .await
+        .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?;
+    let row = api_keys::create(
+        &state.db,
+        NewApiKey {
+            tenant_id,
+            name: req.name,
+            public_id: key.public_id().to_owned(),
+            secret_hash,
+            expires_at: req.expires_at,
+        },
+    )
+    .await?;
+    Ok(CreatedApiKey {
+        id: row.id,
+        tenant_id,
+        key: key.expose(),
+        name: row.name,
+        prefix: key.prefix(),
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+    })
+}
+
+/// Revokes a key (only within `tenant_id` when given) on this replica at once; the others
+/// drop it from their caches at their next poll, within a second or two.
+pub async fn revoke_key(
+    state: &AppState,
+    key_id: Uuid,
+    tenant_id: Option<Uuid>,
+) -> ApiResult<StatusCode> {
+    let public_id = api_keys::revoke(&state.db, key_id, tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("API key not found".into()))?;
+    state.auth.forget(&public_id).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Create an API key for the caller's tenant.
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", security(("api_key" = [])),
+    request_body = CreateApiKeyRequest,
+    responses((status = 201, body = CreatedApiKey), (status = 401, body = Problem), (status = 422, body = Problem)))]
+async fn create_own_key(
+    State(state): State<AppState>,
+    auth: AuthTenant,
+    ApiJson(req): ApiJson<CreateApiKeyRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(create_key(&state, auth.tenant_id, req).await?),
+    ))
+}
+
+/// The caller's tenant's keys, without secrets.
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", security(("api_key" = [])),
+    responses((status = 200, body = Vec<ApiKeyView>), (status = 401, body = Problem)))]
+async fn list_own_keys(
+    State(state): State<AppState>,
+    auth: AuthTenant,
+) -> ApiResult<Json<Vec<ApiKeyView>>> {
+    let keys = api_keys::list(&state.db, auth.tenant_id).await?;
+    Ok(Json(keys.into_iter().map(ApiKeyView::from).collect()))
+}
+
+/// Revoke one of the caller's tenant's keys (it may be the caller's own).
+#[utoipa::path(delete, path = "/api/v1/api-keys/{key_id}", tag = "api-keys", security(("api_key" = [])),
+    params(("key_id" = Uuid, Path)),
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
+async fn revoke_own_key(
+    State(state): State<AppState>,
+    auth: AuthTenant,
+    ApiPath(key_id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    revoke_key(&state, key_id, Some(auth.tenant_id)).await
+}

@@ -1,0 +1,329 @@
+//! Job intake: create, list, read, upload records, start.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use entity::job::{self, JobStatus};
+use freight_core::{
+    FieldError,
+    domain::{
+        job_spec::{CreateJobRequest, request_fingerprint},
+        ndjson::NdjsonDecoder,
+        record,
+    },
+    repo::{
+        batches,
+        jobs::{self, Created, Idempotency},
+        page::PageRequest,
+        records::INSERT_CHUNK,
+        tenants,
+    },
+};
+use futures::StreamExt;
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    auth::AuthTenant,
+    error::{ApiError, ApiResult, Problem},
+    extract::{ApiJson, ApiPath, ApiQuery, from_value, media_type, parse_json},
+    state::AppState,
+    views::{JobView, Page},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_job, list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(upload_records))
+        .routes(routes!(start_job))
+}
+
+/// A job with its batch counts.
+pub async fn job_view(db: &impl ConnectionTrait, job: job::Model) -> ApiResult<JobView> {
+    let counts = batches::counts(db, &[job.id])
+        .await?
+        .remove(&job.id)
+        .unwrap_or_default();
+    Ok(JobView::new(job, counts))
+}
+
+/// Create a job. With `Idempotency-Key`, the same key and body within 24 h return the
+/// original job (200); the same key with another body is a 422.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+    request_body = CreateJobRequest,
+    responses(
+        (status = 201, body = JobView, description = "created; `Location` names the job"),
+        (status = 200, body = JobView, description = "the job this Idempotency-Key already created"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem)))]
+async fn create_job(
+    State(state): State<AppState>,
+    auth: AuthTenant,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let fingerprint = request_fingerprint(&body);
+    let request: CreateJobRequest = from_value(body)?;
+    let tenant = tenants::get(&state.db, auth.tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("tenant no longer exists".into()))?;
+    let new = request.validate(tenants::default_retry(&tenant))?;
+    if let Some(max) = tenant.max_records_per_job
+        && new.records.len() as i64 > max
+    {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "source.records",
+            format!("this tenant's jobs hold at most {max} records"),
+        )]));
+    }
+    new.destination
+        .check_network(state.settings.allow_private_destinations)
+        .await
+        .map_err(|m| ApiError::Validation(vec![FieldError::new("destination.url", m)]))?;
+    let idempotency = idempotency_key.map(|key| Idempotency { key, fingerprint });
+    let (status, job) = match jobs::create(&state.db, auth.tenant_id, new, idempotency).await? {
+        Created::New(job) => (StatusCode::CREATED, job),
+        Created::Existing(job) => (StatusCode::OK, job),
+    };
+    let location = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id)).expect("ascii");
+    let view = job_view(&state.db, job).await?;
+    Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = raw.to_str().ok().map(str::trim).filter(|k| {
+        (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    });
+    match key {
+        Some(k) => Ok(Some(k.to_owned())),
+        None => Err(ApiError::BadRequest {
+            detail: "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+            errors: vec![FieldError::new(
+                "Idempotency-Key",
+                "1 to 255 visible ASCII characters",
+            )],
+        }),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListJobsQuery {
+    /// Only jobs in this state.
+    pub status: Option<String>,
+    /// 1–1000, default 100.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The caller's jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("api_key" = [])), params(ListJobsQuery),
+    responses((status = 200, body = Page<JobView>), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 422, body = Problem)))]
+async fn list_jobs(
+    State(state): State<AppState>,
+    auth: AuthTenant,
+    ApiQuery(q): ApiQuery<ListJobsQuery>,
+) -> ApiResult<Json<Page<JobView>>> {
+    let status = q
+        .status
+        .map(|s| {
+            serde_json::from_value::<JobStatus>(Value::String(s.clone())).map_err(|_| {
+                ApiError::Validation(vec![FieldError::new(
+                    "status",
+                    format!("`{s}` is not a job state (awaiting_upload, queued, running, completed, completed_with_errors, failed, cancelling, cancelled)"),
+                )])
+            })
+        })
+        .transpose()?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let jobs = jobs::list(&state.db, auth.tenant_id, status, page).await?;
+    let ids: Vec<Uuid> = jobs.data.iter().map(|j| j.id).collect();
+    let mut counts = batches::counts(&state.db, &ids).await?;
+    Ok(Json(
+        jobs.map(|j| {
+            let c = counts.remove(&j.id).unwrap_or_default();
+            JobView::new(j, c)
+        })
+        .into(),
+    ))
+}
+
+/// One job, with its progress.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("api_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem)))]
+async fn get_job(
+    State(state): State<AppState>,
+    auth: AuthTenant,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<JobView>> {
+    let job = jobs::get(&state.db, auth.tenant_id, id).await?;
+    Ok(Json(job_view(&state.db, job).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadAccepted {
+    /// Records accepted by this call.
+    pub accepted: i64,
+    /// Records the job holds now.
+    pub total: i64,
+}
+
+enum UploadFormat {
+    JsonArray,
+    Ndjson,
+}
+
+/// Add records to an `upload` job: a JSON array (`application/json`) or NDJSON
+/// (`application/x-ndjson`), streamed. May be called many times before `start`. A call is
+/// all or nothing: one bad record and none of the call's records are kept.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/records", tag = "jobs", security(("api_key" = [])),
+    params(("id" = Uuid, Path)),
+    request_body(content((Vec<serde_json::Value> = "application/json"), (String = "application/x-ndjson"))),
+    responses((status = 202, body = UploadAccepted), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem)))]
+async fn upload_records(
+    State(state): State<AppState>,
+    auth: AuthTenant,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<UploadAccepted>)> {
+    let format = match media_type(&headers).as_str() {
+        "application/json" => UploadFormat::JsonArray,
+        "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => {
+            UploadFormat::Ndjson
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send records as application/json (an array) or application/x-ndjson, not `{other}`"
+            )));
+        }
+    };
+    let max_records = tenants::get(&state.db, auth.tenant_id)
+        .await?
+        .and_then(|t| t.max_records_per_job);
+    let txn = state.db.begin().await?;
+    let job = jobs::lock(&txn, auth.tenant_id, id).await?;
+    if job.status != JobStatus::AwaitingUpload {
+        // Checked before reading the body, so a wrong call fails fast.
+        jobs::append_records(&txn, &job, max_records, Vec::new(), 0).await?;
+    }
+    let mut appended = 0i64;
+    match format {
+        UploadFormat::JsonArray => {
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .map_err(stream_error)?;
+            let records: Vec<Value> = parse_json(&bytes)?;
+            let errors: Vec<FieldError> = records
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    record::check(r)
+                        .err()
+                        .map(|m| FieldError::new(format!("records[{i}]"), m))
+                })
+                .take(20)
+                .collect();
+            if !errors.is_empty() {
+                return Err(ApiError::Validation(errors));
+            }
+            let n = records.len() as i64;
+            jobs::append_records(&txn, &job, max_records, records, 0).await?;
+            appended += n;
+        }
+        UploadFormat::Ndjson => {
+            let mut decoder = NdjsonDecoder::default();
+            let mut pending = Vec::new();
+            let mut stream = body.into_data_stream();
+            loop {
+                let chunk = stream.next().await.transpose().map_err(stream_error)?;
+                let before = pending.len();
+                match &chunk {
+                    Some(bytes) => decoder.push(bytes, &mut pending),
+                    None => decoder.finish(&mut pending),
+                }
+                .map_err(|e| ApiError::BadRequest {
+                    detail: format!("line {}: not valid JSON: {}", e.line, e.message),
+                    errors: vec![FieldError::new(
+                        format!("records[{}]", appended as usize + before),
+                        e.message,
+                    )],
+                })?;
+                for (i, r) in pending.iter().enumerate().skip(before) {
+                    record::check(r).map_err(|m| {
+                        ApiError::Validation(vec![FieldError::new(
+                            format!("records[{}]", appended as usize + i),
+                            m,
+                        )])
+                    })?;
+                }
+                if pending.len() >= INSERT_CHUNK || (chunk.is_none() && !pending.is_empty()) {
+                    let records = std::mem::take(&mut pending);
+                    let n = records.len() as i64;
+                    jobs::append_records(&txn, &job, max_records, records, appended).await?;
+                    appended += n;
+                }
+                if chunk.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    let total = job.total_records + appended;
+    jobs::set_total(&txn, job.id, total).await?;
+    txn.commit().await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(UploadAccepted {
+            accepted: appended,
+            total,
+        }),
+    ))
+}
+
+/// A body that failed mid-stream: over the limit (413) or cut off (400).
+fn stream_error(err: axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ApiError::PayloadTooLarge(
+                "the request body is larger than the configured limit (HTTP_BODY_LIMIT); split the upload into several calls"
+                    .into(),
+            );
+        }
+        source = e.source();
+    }
+    ApiError::bad_request(format!("could not read the request body: {err}"))
+}
+
+/// Close the upload and queue the job: its batches are planned now.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/start", tag = "jobs", security(("api_key" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 202, body = JobView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn start_job(
+    State(state): State<AppState>,
+    auth: AuthTenant,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let job = jobs::start(&state.db, auth.tenant_id, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(job_view(&state.db, job).await?)))
+}

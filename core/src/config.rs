@@ -1,0 +1,347 @@
+//! Typed settings, parsed once from the environment at start-up.
+//!
+//! Every variable is listed, with its default and meaning, in `.env.example` at the repo
+//! root. A missing or malformed value stops the process with an error naming the
+//! variable. Tests build a [`Settings`] value and edit its fields; they never touch the
+//! environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+use secrecy::SecretString;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub http: HttpSettings,
+    pub auth: AuthSettings,
+    pub worker: WorkerSettings,
+    /// `FREIGHT_ALLOW_PRIVATE_DESTINATIONS`: allow destinations on loopback and private
+    /// networks (local setups and tests).
+    pub allow_private_destinations: bool,
+    pub log: LogSettings,
+    /// `MIGRATE_ON_START`: apply pending migrations when the api or worker starts.
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    /// Queue name and key prefix: every Redis key Freight writes starts with it, so
+    /// several deployments (or test runs) can share one Redis.
+    pub queue: String,
+    pub response_timeout: Duration,
+    pub connection_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    /// Empty: no CORS headers at all. `*`: any origin.
+    pub cors_allowed_origins: Vec<String>,
+    /// `None`: the api generates one at start-up and prints it once (local use only).
+    pub admin_token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// How long a verified key is served from memory before Argon2 runs again.
+    pub cache_ttl: Duration,
+    pub cache_capacity: u64,
+    /// How often each api replica looks for revoked keys (revocation must take effect
+    /// everywhere within 5 s).
+    pub revocation_poll_interval: Duration,
+    /// How often `last_used_at` is written back, in one statement for all keys used.
+    pub last_used_flush_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub shutdown_grace: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive (`LOG_LEVEL`, or `RUST_LOG` when set).
+    pub filter: String,
+}
+
+impl Settings {
+    /// Reads every setting from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads every setting through `lookup`, which returns a variable's value if set.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        Ok(Settings {
+            database: DatabaseSettings {
+                url: SecretString::from(
+                    env.string("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/freight"),
+                ),
+                max_connections: env.parsed("DATABASE_MAX_CONNECTIONS", 10, 1..=1000)?,
+                min_connections: env.parsed("DATABASE_MIN_CONNECTIONS", 1, 0..=1000)?,
+                acquire_timeout: env.duration("DATABASE_ACQUIRE_TIMEOUT", "5s")?,
+            },
+            redis: RedisSettings {
+                url: SecretString::from(env.string("REDIS_URL", "redis://127.0.0.1:6379")),
+                queue: env.identifier("REDIS_QUEUE", "freight")?,
+                response_timeout: env.duration("REDIS_RESPONSE_TIMEOUT", "5s")?,
+                connection_timeout: env.duration("REDIS_CONNECTION_TIMEOUT", "5s")?,
+            },
+            http: HttpSettings {
+                addr: env.parsed_any("HTTP_ADDR", "127.0.0.1:8080")?,
+                body_limit: env.size("HTTP_BODY_LIMIT", "10MiB")?,
+                request_timeout: env.duration("HTTP_REQUEST_TIMEOUT", "30s")?,
+                cors_allowed_origins: env
+                    .string("CORS_ALLOWED_ORIGINS", "")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                admin_token: env.optional_secret("ADMIN_TOKEN", 16)?,
+            },
+            auth: AuthSettings {
+                cache_ttl: env.duration("AUTH_CACHE_TTL", "60s")?,
+                cache_capacity: env.parsed("AUTH_CACHE_CAPACITY", 10_000, 1..=10_000_000)?,
+                revocation_poll_interval: env.duration("AUTH_REVOCATION_POLL_INTERVAL", "1s")?,
+                last_used_flush_interval: env.duration("AUTH_LAST_USED_FLUSH_INTERVAL", "10s")?,
+            },
+            worker: WorkerSettings {
+                concurrency: env.parsed("WORKER_CONCURRENCY", 8, 1..=1024)?,
+                shutdown_grace: env.duration("WORKER_SHUTDOWN_GRACE", "30s")?,
+                heartbeat_interval: env.duration("WORKER_HEARTBEAT_INTERVAL", "5s")?,
+            },
+            allow_private_destinations: env.boolean("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", false)?,
+            log: LogSettings {
+                format: match env.string("LOG_FORMAT", "text").as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => {
+                        return Err(env.invalid(
+                            "LOG_FORMAT",
+                            format!("expected `text` or `json`, got `{other}`"),
+                        ));
+                    }
+                },
+                filter: lookup("RUST_LOG").unwrap_or_else(|| env.string("LOG_LEVEL", "info")),
+            },
+            migrate_on_start: env.boolean("MIGRATE_ON_START", true)?,
+        })
+    }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn invalid(&self, var: &'static str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            var,
+            message: message.into(),
+        }
+    }
+
+    fn string(&self, var: &str, default: &str) -> String {
+        self.get(var).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn parsed_any<T: std::str::FromStr>(
+        &self,
+        var: &'static str,
+        default: &str,
+    ) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let raw = self.string(var, default);
+        raw.trim()
+            .parse()
+            .map_err(|e| self.invalid(var, format!("`{raw}`: {e}")))
+    }
+
+    fn parsed<T>(
+        &self,
+        var: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+        T::Err: std::fmt::Display,
+    {
+        let value = match self.get(var) {
+            None => default,
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e| self.invalid(var, format!("`{raw}`: {e}")))?,
+        };
+        if !range.contains(&value) {
+            return Err(self.invalid(
+                var,
+                format!(
+                    "{value} is out of range {}..={}",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn duration(&self, var: &'static str, default: &str) -> Result<Duration, ConfigError> {
+        let raw = self.string(var, default);
+        let d = humantime::parse_duration(raw.trim()).map_err(|e| {
+            self.invalid(
+                var,
+                format!("`{raw}` is not a duration like `5s` or `250ms`: {e}"),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.invalid(var, "must be greater than zero"));
+        }
+        Ok(d)
+    }
+
+    fn size(&self, var: &'static str, default: &str) -> Result<usize, ConfigError> {
+        let raw = self.string(var, default);
+        parse_size(&raw).ok_or_else(|| {
+            self.invalid(
+                var,
+                format!("`{raw}` is not a size like `10485760`, `512KiB` or `10MiB`"),
+            )
+        })
+    }
+
+    fn boolean(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(var).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            Some(v) => Err(self.invalid(var, format!("`{v}` is not a boolean (true/false)"))),
+        }
+    }
+
+    fn identifier(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
+        let v = self.string(var, default);
+        if v.len() > 100
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-:.".contains(c))
+        {
+            return Err(self.invalid(var, "use up to 100 letters, digits and `_-:.`"));
+        }
+        Ok(v)
+    }
+
+    fn optional_secret(
+        &self,
+        var: &'static str,
+        min_len: usize,
+    ) -> Result<Option<SecretString>, ConfigError> {
+        match self.get(var) {
+            None => Ok(None),
+            Some(v) if v.len() < min_len => {
+                Err(self.invalid(var, format!("must be at least {min_len} characters long")))
+            }
+            Some(v) => Ok(Some(SecretString::from(v))),
+        }
+    }
+}
+
+/// Parses `1048576`, `512KiB`, `10MiB`, `1GiB` (also `KB`/`MB`/`GB`, read as powers of 1024).
+pub fn parse_size(raw: &str) -> Option<usize> {
+    let s = raw.trim();
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits_end);
+    let n: usize = num.parse().ok()?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|&v| v > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.http.body_limit, 10 * 1024 * 1024);
+        assert_eq!(s.worker.concurrency, 8);
+        assert!(!s.allow_private_destinations);
+        assert!(s.http.admin_token.is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (var, val) in [
+            ("HTTP_BODY_LIMIT", "ten"),
+            ("WORKER_CONCURRENCY", "0"),
+            ("HTTP_REQUEST_TIMEOUT", "soon"),
+            ("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", "maybe"),
+            ("HTTP_ADDR", "nowhere"),
+            ("LOG_FORMAT", "xml"),
+            ("ADMIN_TOKEN", "short"),
+        ] {
+            let err = settings(&[(var, val)]).unwrap_err();
+            assert_eq!(err.var, var);
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512KiB"), Some(512 * 1024));
+        assert_eq!(parse_size("10MiB"), Some(10 << 20));
+        assert_eq!(parse_size("123"), Some(123));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size("1TB"), None);
+    }
+}

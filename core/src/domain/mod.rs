@@ -1,0 +1,9 @@
+//! Newtypes and request shapes that parse: once a value is here, it is valid.
+
+pub mod api_key;
+pub mod destination;
+pub mod job_spec;
+pub mod ndjson;
+pub mod record;
+pub mod retry_policy;
+pub mod ssrf;

@@ -1,0 +1,109 @@
+//! An incremental NDJSON decoder: feed it body chunks as they arrive, get back the
+//! complete lines parsed, each with its 1-based line number. Blank lines are skipped;
+//! a final line without a trailing newline counts.
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineError {
+    pub line: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Default)]
+pub struct NdjsonDecoder {
+    buf: Vec<u8>,
+    line: usize,
+}
+
+impl NdjsonDecoder {
+    /// Parses every complete line in `chunk` (plus what was left over), appending values
+    /// to `out`. Stops at the first bad line.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Value>) -> Result<(), LineError> {
+        self.buf.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            let end = start + pos;
+            self.line += 1;
+            parse_line(&self.buf[start..end], self.line, out)?;
+            start = end + 1;
+        }
+        self.buf.drain(..start);
+        Ok(())
+    }
+
+    /// Parses the last line if the body did not end with a newline.
+    pub fn finish(&mut self, out: &mut Vec<Value>) -> Result<(), LineError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.line += 1;
+        let rest = std::mem::take(&mut self.buf);
+        parse_line(&rest, self.line, out)
+    }
+
+    /// Bytes held back waiting for a newline.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+fn parse_line(raw: &[u8], line: usize, out: &mut Vec<Value>) -> Result<(), LineError> {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let value = serde_json::from_slice(raw).map_err(|e| LineError {
+        line,
+        message: e.to_string(),
+    })?;
+    out.push(value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn lines_split_across_chunks_and_a_missing_final_newline() {
+        let mut d = NdjsonDecoder::default();
+        let mut out = Vec::new();
+        d.push(b"{\"a\":1}\n{\"a\"", &mut out).unwrap();
+        d.push(b":2}\r\n\n  \n{\"a\":3}", &mut out).unwrap();
+        d.finish(&mut out).unwrap();
+        assert_eq!(out, [json!({"a":1}), json!({"a":2}), json!({"a":3})]);
+    }
+
+    #[test]
+    fn a_bad_line_is_named() {
+        let mut d = NdjsonDecoder::default();
+        let err = d.push(b"{}\n\n{oops}\n", &mut Vec::new()).unwrap_err();
+        assert_eq!(err.line, 3);
+        let err = d.push(&[0xff, 0xfe, b'\n'], &mut Vec::new());
+        assert!(err.is_err(), "non-UTF-8 must be refused");
+    }
+
+    proptest! {
+        /// However the body is cut into chunks, the decoder yields the same records.
+        #[test]
+        fn chunking_never_changes_the_result(values in prop::collection::vec(any::<i64>(), 0..40), cuts in prop::collection::vec(0usize..400, 0..10)) {
+            let body: String = values.iter().map(|v| format!("{{\"n\":{v}}}\n")).collect();
+            let bytes = body.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort();
+            let mut d = NdjsonDecoder::default();
+            let mut out = Vec::new();
+            let mut prev = 0;
+            for c in cuts.into_iter().chain([bytes.len()]) {
+                d.push(&bytes[prev..c], &mut out).unwrap();
+                prev = c;
+            }
+            d.finish(&mut out).unwrap();
+            let expected: Vec<Value> = values.iter().map(|v| json!({"n": v})).collect();
+            prop_assert_eq!(out, expected);
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The domain's error type. It knows nothing of HTTP: `api/src/error.rs` is the one place
+//! that maps it to a status code and a problem document.
+
+use sea_orm::DbErr;
+
+/// One broken rule in a request, located by its dotted path (`retry.max_attempts`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Well-formed input that breaks one or more rules.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// Input that cannot be read at all (malformed JSON, bad NDJSON line).
+    #[error("{0}")]
+    Malformed(String),
+    /// The thing does not exist *for this tenant*: other tenants' rows are not found.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with the current state (a job that is not awaiting upload).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Collects field errors while validating a whole request, so the caller gets every
+/// broken rule at once rather than the first.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<FieldError>);
+
+impl Problems {
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    /// Runs `check` and records its error under `field`, returning the value if it passed.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.push(field, message);
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T> {
+        if self.0.is_empty() {
+            Ok(value())
+        } else {
+            Err(Error::Validation(self.0))
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `api_keys`.
+
+use chrono::{DateTime, Utc};
+use entity::{api_key, tenant::TenantStatus};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, Set, Statement,
+};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+pub struct NewApiKey {
+    pub tenant_id: Uuid,
+    pub name: Option<String>,
+    pub public_id: String,
+    pub secret_hash: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub async fn create(db: &impl ConnectionTrait, new: NewApiKey) -> Result<api_key::Model> {
+    let model = api_key::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(new.tenant_id),
+        name: Set(new.name),
+        public_id: Set(new.public_id),
+        secret_hash: Set(new.secret_hash),
+        created_at: Set(Utc::now()),
+        last_used_at: Set(None),
+        expires_at: Set(new.expires_at),
+        revoked_at: Set(None),
+    };
+    Ok(model.insert(db).await?)
+}
+
+/// The tenant's keys, newest first, revoked ones included.
+pub async fn list(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<api_key::Model>> {
+    Ok(api_key::Entity::find()
+        .filter(api_key::Column::TenantId.eq(tenant_id))
+        .order_by_desc(api_key::Column::CreatedAt)
+        .all(db)
+        .await?)
+}
+
+/// What authentication needs to know about a key.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct KeyForAuth {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub secret_hash: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub tenant_status: TenantStatus,
+}
+
+/// Looks a key up by its public id, with its tenant's status (one indexed read).
+pub async fn find_for_auth(
+    db: &impl ConnectionTrait,
+    public_id: &str,
+) -> Result<Option<KeyForAuth>> {
+    Ok(KeyForAuth::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT k.id, k.tenant_id, k.secret_hash, k.expires_at, k.revoked_at, t.status AS tenant_status
+         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+         WHERE k.public_id = $1",
+        [public_id.into()],
+    ))
+    .one(db)
+    .await?)
+}
+
+/// Revokes a key, optionally only if it belongs to `tenant_id`. Returns the key's public
+/// id when it exists (revoking twice is harmless and keeps the first time).
+pub async fn revoke(
+    db: &impl ConnectionTrait,
+    key_id: Uuid,
+    tenant_id: Option<Uuid>,
+) -> Result<Option<String>> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
+             WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)
+             RETURNING public_id",
+            [key_id.into(), tenant_id.into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<String>("", "public_id"))
+        .transpose()?)
+}
+
+/// Public ids of keys revoked at or after `since`, and of every key of a tenant changed
+/// (suspended, say) since then: what each api replica must drop from its auth cache.
+pub async fn invalidated_since(
+    db: &impl ConnectionTrait,
+    since: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT public_id FROM api_keys WHERE revoked_at >= $1
+             UNION
+             SELECT k.public_id FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE t.updated_at >= $1",
+            [since.into()],
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<String>("", "public_id").ok())
+        .collect())
+}
+
+/// Writes back `last_used_at` for many keys in one statement (never one per request).
+pub async fn touch_last_used(
+    db: &impl ConnectionTrait,
+    used: &[(Uuid, DateTime<Utc>)],
+) -> Result<()> {
+    if used.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = used.iter().map(|u| u.0).collect();
+    let times: Vec<DateTime<Utc>> = used.iter().map(|u| u.1).collect();
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE api_keys k SET last_used_at = GREATEST(k.last_used_at, u.at)
+         FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id",
+        [ids.into(), times.into()],
+    ))
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! `jobs`: creation (with its records and batch plan), reads, lists, upload and start.
+
+use chrono::{Duration, Utc};
+use entity::job::{self, JobStatus};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{
+    batches, is_unique_violation,
+    page::{Page, PageRequest},
+    records,
+};
+use crate::{
+    domain::job_spec::{NewJob, SourceKind},
+    error::{Error, Result},
+};
+
+/// How long an `Idempotency-Key` keeps returning the job it created.
+pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 24;
+
+/// An `Idempotency-Key` header with the fingerprint of the body it came with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// Whether [`create`] made a new job or found the one an idempotency key already made.
+#[derive(Debug)]
+pub enum Created {
+    New(job::Model),
+    Existing(job::Model),
+}
+
+/// Stores a job, its inline records and its batch plan in one transaction.
+///
+/// With an idempotency key: the same key and body within 24 h returns the original job;
+/// the same key with another body is a validation error. Two concurrent requests with one
+/// key race on the unique index; the loser retries once and finds the winner's job.
+pub async fn create(
+    db: &DatabaseConnection,
+    tenant_id: Uuid,
+    mut new: NewJob,
+    idempotency: Option<Idempotency>,
+) -> Result<Created> {
+    for attempt in 0..2 {
+        let txn = db.begin().await?;
+        if let Some(idem) = &idempotency
+            && let Some(existing) = find_by_idempotency_key(&txn, tenant_id, &idem.key).await?
+        {
+            if existing.created_at > Utc::now() - Duration::hours(IDEMPOTENCY_WINDOW_HOURS) {
+                return if existing.request_hash.as_deref() == Some(idem.fingerprint.as_str()) {
+                    Ok(Created::Existing(existing))
+                } else {
+                    Err(Error::field(
+                        "Idempotency-Key",
+                        "was already used with a different request body",
+                    ))
+                };
+            }
+            release_idempotency_key(&txn, existing.id).await?;
+        }
+        let records = std::mem::take(&mut new.records);
+        match insert(
+            &txn,
+            tenant_id,
+            &new,
+            records.len() as i64,
+            idempotency.as_ref(),
+        )
+        .await
+        {
+            Ok(job) => {
+                if new.source == SourceKind::Inline {
+                    records::insert(
+                        &txn,
+                        tenant_id,
+                        job.id,
+                        0,
+                        records,
+                        new.record_key.as_deref(),
+                    )
+                    .await?;
+                    batches::plan(&txn, &job).await?;
+                }
+                txn.commit().await?;
+                return Ok(Created::New(job));
+            }
+            Err(Error::Database(e))
+                if attempt == 0 && is_unique_violation(&e, "jobs_idempotency_key_idx") =>
+            {
+                new.records = records;
+                txn.rollback().await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Conflict(
+        "a concurrent request with the same Idempotency-Key is still being processed".into(),
+    ))
+}
+
+async fn insert(
+    txn: &DatabaseTransaction,
+    tenant_id: Uuid,
+    new: &NewJob,
+    total: i64,
+    idempotency: Option<&Idempotency>,
+) -> Result<job::Model> {
+    let now = Utc::now();
+    let model = job::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(tenant_id),
+        name: Set(new.name.clone()),
+        status: Set(match new.source {
+            SourceKind::Inline => JobStatus::Queued,
+            SourceKind::Upload => JobStatus::AwaitingUpload,
+        }),
+        source: Set(new.source.as_json()),
+        destination: Set(serde_json::to_value(&new.destination).expect("serialisable")),
+        record_key: Set(new.record_key.clone()),
+        batch_size: Set(new.batch_size),
+        parallelism: Set(new.parallelism),
+        retry_policy: Set(serde_json::to_value(new.retry).expect("serialisable")),
+        idempotency_key: Set(idempotency.map(|i| i.key.clone())),
+        request_hash: Set(idempotency.map(|i| i.fingerprint.clone())),
+        total_records: Set(total),
+        succeeded_records: Set(0),
+        dead_lettered_records: Set(0),
+        cancelled_records: Set(0),
+        retrying_records: Set(0),
+        error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+        cancel_requested_at: Set(None),
+    };
+    Ok(model.insert(txn).await?)
+}
+
+async fn find_by_idempotency_key(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    key: &str,
+) -> Result<Option<job::Model>> {
+    Ok(job::Entity::find()
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .filter(job::Column::IdempotencyKey.eq(key))
+        .one(db)
+        .await?)
+}
+
+/// Frees a key whose 24 h window has passed, so it can name a new job.
+async fn release_idempotency_key(db: &impl ConnectionTrait, job_id: Uuid) -> Result<()> {
+    job::Entity::update_many()
+        .col_expr(
+            job::Column::IdempotencyKey,
+            sea_orm::sea_query::Expr::value(Option::<String>::None),
+        )
+        .filter(job::Column::Id.eq(job_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// One of the tenant's jobs; another tenant's job is not found.
+pub async fn get(db: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uuid) -> Result<job::Model> {
+    job::Entity::find_by_id(job_id)
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("job"))
+}
+
+/// The tenant's jobs, newest first (ids are UUID v7), optionally of one status.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    status: Option<JobStatus>,
+    page: PageRequest,
+) -> Result<Page<job::Model>> {
+    let mut q = job::Entity::find()
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .order_by_desc(job::Column::Id)
+        .limit(page.limit + 1);
+    if let Some(status) = status {
+        q = q.filter(job::Column::Status.eq(status));
+    }
+    if let Some(before) = page.before {
+        q = q.filter(job::Column::Id.lt(before));
+    }
+    Ok(page.finish(q.all(db).await?, |j| j.id))
+}
+
+/// Locks the tenant's job for the rest of `txn` (`SELECT … FOR UPDATE`): uploads to one
+/// job, and its start, run one at a time, so record sequence numbers never collide.
+pub async fn lock(txn: &DatabaseTransaction, tenant_id: Uuid, job_id: Uuid) -> Result<job::Model> {
+    job::Entity::find_by_id(job_id)
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(Error::NotFound("job"))
+}
+
+fn require_awaiting_upload(job: &job::Model, action: &str) -> Result<()> {
+    if job.status == JobStatus::AwaitingUpload {
+        return Ok(());
+    }
+    let status = serde_json::to_value(job.status).unwrap_or(Value::Null);
+    Err(Error::Conflict(format!(
+        "job is {}; {action} only while it is awaiting_upload",
+        status.as_str().unwrap_or("in another state")
+    )))
+}
+
+/// Appends uploaded records to a job locked by [`lock`], numbering them after those it
+/// already has. Returns the job's new total.
+pub async fn append_records(
+    txn: &DatabaseTransaction,
+    job: &job::Model,
+    max_records: Option<i64>,
+    records: Vec<Value>,
+    already_appended: i64,
+) -> Result<i64> {
+    require_awaiting_upload(job, "records can be added")?;
+    let first = job.total_records + already_appended;
+    let total = first + records.len() as i64;
+    if let Some(max) = max_records
+        && total > max
+    {
+        return Err(Error::field(
+            "records",
+            format!("this tenant's jobs hold at most {max} records"),
+        ));
+    }
+    records::insert(
+        txn,
+        job.tenant_id,
+        job.id,
+        first,
+        records,
+        job.record_key.as_deref(),
+    )
+    .await?;
+    Ok(total)
+}
+
+/// Records the new total of a job after uploads.
+pub async fn set_total(txn: &DatabaseTransaction, job_id: Uuid, total: i64) -> Result<()> {
+    job::Entity::update_many()
+        .col_expr(
+            job::Column::TotalRecords,
+            sea_orm::sea_query::Expr::value(total),
+        )
+        .col_expr(
+            job::Column::UpdatedAt,
+            sea_orm::sea_query::Expr::value(Utc::now()),
+        )
+        .filter(job::Column::Id.eq(job_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Closes an upload: plans the batches and queues the job.
+pub async fn start(db: &DatabaseConnection, tenant_id: Uuid, job_id: Uuid) -> Result<job::Model> {
+    let txn = db.begin().await?;
+    let job = lock(&txn, tenant_id, job_id).await?;
+    require_awaiting_upload(&job, "a job can be started")?;
+    if job.total_records == 0 {
+        return Err(Error::field(
+            "records",
+            "upload at least one record before starting the job",
+        ));
+    }
+    batches::plan(&txn, &job).await?;
+    let mut active: job::ActiveModel = job.into();
+    active.status = Set(JobStatus::Queued);
+    active.updated_at = Set(Utc::now());
+    let job = active.update(&txn).await?;
+    txn.commit().await?;
+    Ok(job)
+}

@@ -1,0 +1,69 @@
+//! `tenants`.
+
+use chrono::Utc;
+use entity::tenant::{self, TenantStatus};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use uuid::Uuid;
+
+use super::page::{Page, PageRequest};
+use crate::{
+    domain::retry_policy::RetryPolicy,
+    error::{Error, Result},
+};
+
+pub struct NewTenant {
+    pub name: String,
+    pub max_concurrent_jobs: i32,
+    pub rate_limit_per_second: i32,
+}
+
+/// Inserts a tenant; a taken name is a conflict.
+pub async fn create(db: &impl ConnectionTrait, new: NewTenant) -> Result<tenant::Model> {
+    let now = Utc::now();
+    let model = tenant::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(new.name.clone()),
+        status: Set(TenantStatus::Active),
+        max_concurrent_jobs: Set(new.max_concurrent_jobs),
+        rate_limit_per_second: Set(new.rate_limit_per_second),
+        rate_limit_burst: Set(new.rate_limit_per_second.saturating_mul(2)),
+        max_records_per_job: Set(None),
+        retry_policy: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    model.insert(db).await.map_err(|e| {
+        if super::is_unique_violation(&e, "tenants_name_key") {
+            Error::Conflict(format!("a tenant named `{}` already exists", new.name))
+        } else {
+            e.into()
+        }
+    })
+}
+
+pub async fn get(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<tenant::Model>> {
+    Ok(tenant::Entity::find_by_id(id).one(db).await?)
+}
+
+/// Newest first.
+pub async fn list(db: &impl ConnectionTrait, page: PageRequest) -> Result<Page<tenant::Model>> {
+    let mut q = tenant::Entity::find()
+        .order_by_desc(tenant::Column::Id)
+        .limit(page.limit + 1);
+    if let Some(before) = page.before {
+        q = q.filter(tenant::Column::Id.lt(before));
+    }
+    Ok(page.finish(q.all(db).await?, |t| t.id))
+}
+
+/// The tenant's default retry policy (`PUT /api/v1/retry-policies`), else the contract's.
+pub fn default_retry(tenant: &tenant::Model) -> RetryPolicy {
+    tenant
+        .retry_policy
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}

@@ -1,0 +1,42 @@
+//! Freight's schema. This crate is the only author of the tables; `freight migrate`,
+//! the api and the worker all apply it through [`migrate`], which serialises concurrent
+//! starters with a Postgres advisory lock.
+
+pub use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{DatabaseConnection, TransactionTrait};
+
+mod m20261122_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}
+
+/// Advisory lock key shared by every process that migrates ("FRGT" in ASCII).
+pub const MIGRATION_LOCK_KEY: i64 = 0x4652_4754;
+
+/// Applies every pending migration inside one transaction that first takes a
+/// transaction-scoped advisory lock, so an api and a worker starting at the same moment
+/// run the migrations once, one after the other, never interleaved.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!(
+        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+    ))
+    .await?;
+    Migrator::up(&txn, None).await?;
+    txn.commit().await
+}
+
+/// Names of migrations defined in code but not yet applied to `db`.
+pub async fn pending(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
+    Ok(Migrator::get_pending_migrations(db)
+        .await?
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect())
+}
