@@ -27,6 +27,7 @@ use tracing::Level;
 
 use crate::error::{PROBLEM_JSON, Problem};
 
+
 pub fn apply(router: Router, settings: &HttpSettings) -> Router {
     // Several `Router::layer` calls rather than one stack: each call turns the response
     // body back into axum's `Body`, which the timeout and `map_response` need.
@@ -106,11 +107,13 @@ fn cors(origins: &[String]) -> CorsLayer {
 /// from the body limit) carry no problem document; give them one, keeping their headers.
 async fn problem_for_bare_errors(res: Response) -> Response {
     let status = res.status();
-    let is_problem = res
+    // Only bare responses: no body type, or the plain text layers write. A JSON body
+    // (a problem, or `/ready`'s report) is already what the client should see.
+    let bare = res
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !bare {
         return res;
     }
     let detail = match status {

@@ -1,1 +1,287 @@
+//! The integration-test harness: the real api (and worker) against real Postgres and
+//! Redis, over real HTTP on loopback.
+//!
+//! Each test gets a fresh database cloned from a template migrated once per run
+//! (`CREATE DATABASE … TEMPLATE`), its own Redis key prefix, and the api bound to port 0.
+//! Dropping the [`TestApp`] stops the api and drops the database, even when the test
+//! panicked; databases left by a killed run are swept at the next run's start.
+//!
+//! Connection settings come from `TEST_DATABASE_URL` / `TEST_REDIS_URL` (defaults: the
+//! local `postgres` database and Redis on 6379).
 
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use freight_core::config::Settings;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::{OnceCell, oneshot};
+use url::Url;
+use uuid::Uuid;
+
+pub const ADMIN_TOKEN: &str = "test-operator-token-0123456789";
+
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// `admin_database_url` with its database name replaced.
+pub fn database_url(name: &str) -> String {
+    let mut url = Url::parse(&admin_database_url()).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// The template database for this run: swept leftovers first, then migrated once.
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let admin = Database::connect(admin_database_url()).await.expect("connect to the admin database");
+            sweep_leftovers(&admin).await;
+            let name = format!("freight_tpl_{}_{}", unix_now(), std::process::id());
+            admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create template");
+            admin.close().await.ok();
+            let db = Database::connect(database_url(&name)).await.expect("connect to template");
+            migration::migrate(&db).await.expect("migrate the template");
+            // No connection may stay open on a template while it is cloned.
+            db.close().await.ok();
+            name
+        })
+        .await
+}
+
+/// Drops test databases older than three hours (left by killed runs).
+async fn sweep_leftovers(admin: &DatabaseConnection) {
+    let rows = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT datname FROM pg_database WHERE datname LIKE 'freight\\_t%'",
+        ))
+        .await
+        .unwrap_or_default();
+    let cutoff = unix_now().saturating_sub(3 * 3600);
+    for row in rows {
+        let Ok(name) = row.try_get::<String>("", "datname") else { continue };
+        let born: Option<u64> = name.split('_').nth(2).and_then(|t| t.parse().ok());
+        if born.is_some_and(|t| t < cutoff) {
+            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+        }
+    }
+}
+
+/// A fresh database and Redis namespace, with settings pointing at them.
+pub struct TestEnv {
+    pub db_name: String,
+    pub settings: Settings,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let template = template().await;
+        let db_name = format!("freight_t_{}_{}", unix_now(), &Uuid::new_v4().simple().to_string()[..12]);
+        let admin = Database::connect(admin_database_url()).await.expect("admin connection");
+        // Concurrent clones of one template can briefly collide ("source database is being
+        // accessed by other users"); retry a few times.
+        let mut attempt = 0;
+        loop {
+            match admin.execute_unprepared(&format!("CREATE DATABASE \"{db_name}\" TEMPLATE \"{template}\"")).await {
+                Ok(_) => break,
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "retrying clone");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => panic!("cannot create test database: {e}"),
+            }
+        }
+        admin.close().await.ok();
+        let mut settings = Settings::from_lookup(|_| None).expect("default settings");
+        settings.database.url = SecretString::from(database_url(&db_name));
+        settings.database.max_connections = 6;
+        settings.database.min_connections = 0;
+        settings.redis.url = SecretString::from(redis_url());
+        settings.redis.queue = db_name.clone();
+        settings.http.addr = "127.0.0.1:0".parse().unwrap();
+        settings.http.admin_token = Some(SecretString::from(ADMIN_TOKEN));
+        settings.allow_private_destinations = true;
+        settings.migrate_on_start = false;
+        Self { db_name, settings }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let name = self.db_name.clone();
+        // Drop runs on a runtime thread (or while unwinding): do the cleanup on a thread
+        // with its own small runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = Database::connect(admin_database_url()).await {
+                    let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                    admin.close().await.ok();
+                }
+                if let Ok(client) = redis::Client::open(redis_url())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> =
+                        redis::cmd("KEYS").arg(format!("{name}*")).query_async(&mut conn).await.unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The api running on port 0 against a [`TestEnv`].
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db: DatabaseConnection,
+    stop: Option<oneshot::Sender<()>>,
+    // Dropped last: the database goes after the server stops.
+    pub env: Arc<TestEnv>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with settings adjusted by `tweak` (body limit, timeouts, ...).
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> Self {
+        let mut env = TestEnv::new().await;
+        tweak(&mut env.settings);
+        let app = freight_api::Application::build(env.settings.clone()).await.expect("build the api");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        let db = Database::connect(database_url(&env.db_name)).await.expect("test connection");
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { base, client, db, stop: Some(tx), env: Arc::new(env) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub fn tenant(&self, key: &str, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(key)
+    }
+
+    /// Creates a tenant and returns its id.
+    pub async fn create_tenant(&self, name: &str) -> Uuid {
+        let res = self.admin(Method::POST, "/api/v1/admin/tenants").json(&json!({"name": name})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "create tenant: {}", res.text().await.unwrap());
+        let body: Value = res.json().await.unwrap();
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Creates an API key for a tenant and returns `(key id, plaintext key)`.
+    pub async fn create_key(&self, tenant_id: Uuid, body: Value) -> (Uuid, String) {
+        let res = self
+            .admin(Method::POST, &format!("/api/v1/admin/tenants/{tenant_id}/api-keys"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "create key: {}", res.text().await.unwrap());
+        let body: Value = res.json().await.unwrap();
+        (body["id"].as_str().unwrap().parse().unwrap(), body["key"].as_str().unwrap().to_owned())
+    }
+
+    /// A new tenant with one key: `(tenant id, key)`.
+    pub async fn tenant_with_key(&self, name: &str) -> (Uuid, String) {
+        let tenant = self.create_tenant(name).await;
+        let (_, key) = self.create_key(tenant, json!({})).await;
+        (tenant, key)
+    }
+
+    /// `POST /api/v1/jobs` and return `(status, body)`.
+    pub async fn post_job(&self, key: &str, body: &Value) -> (StatusCode, Value) {
+        let res = self.tenant(key, Method::POST, "/api/v1/jobs").json(body).send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a job (asserting 201) and returns its body.
+    pub async fn create_job(&self, key: &str, body: &Value) -> Value {
+        let (status, job) = self.post_job(key, body).await;
+        assert_eq!(status, StatusCode::CREATED, "create job: {job}");
+        job
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A small valid job body: `n` inline records into an HTTP destination.
+pub fn inline_job(n: usize) -> Value {
+    let records: Vec<Value> = (1..=n).map(|i| json!({"id": i, "email": format!("u{i}@example.com")})).collect();
+    json!({
+        "name": "inline test job",
+        "source": {"type": "inline", "records": records},
+        "destination": {"type": "http", "url": "http://127.0.0.1:9/import"},
+        "record_key": "id",
+        "batch_size": 10,
+    })
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `freight` binary built next to this test binary (scripts/test builds it first).
+pub fn freight_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    let bin = dir.join("freight");
+    assert!(bin.exists(), "{} is missing: run `cargo build --bin freight` first (scripts/test does)", bin.display());
+    bin
+}

@@ -1,0 +1,169 @@
+//! The auth matrix: every way a key can be wrong, and where operator and tenant
+//! credentials are refused.
+
+use std::time::Duration;
+
+use freight_tests::{ADMIN_TOKEN, TestApp, wait_until};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn status_with(app: &TestApp, auth: Option<&str>, path: &str) -> (StatusCode, Option<String>, Value) {
+    let mut req = app.request(Method::GET, path);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let www = res.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    let ct = res.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(ct, "application/problem+json", "{path} answered {status} without a problem document");
+    (status, www, res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn tenant_routes_refuse_every_bad_key_with_401() {
+    let app = TestApp::spawn().await;
+    let (tenant, key) = app.tenant_with_key("acme").await;
+    let (_, expiring) = app.create_key(tenant, json!({"expires_at": (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339()})).await;
+    let public = key.rsplit_once('_').unwrap().0;
+    let wrong_secret = format!("{public}_{}", "A".repeat(43));
+    let unknown = format!("frk_{}_{}", "z".repeat(16), "B".repeat(43));
+    let cases = [
+        ("no key", None),
+        ("malformed", Some("Bearer not-a-key".to_owned())),
+        ("wrong scheme", Some(format!("Basic {key}"))),
+        ("unknown", Some(format!("Bearer {unknown}"))),
+        ("wrong secret", Some(format!("Bearer {wrong_secret}"))),
+        ("operator token", Some(format!("Bearer {ADMIN_TOKEN}"))),
+    ];
+    for (what, auth) in cases {
+        let (status, www, body) = status_with(&app, auth.as_deref(), "/api/v1/jobs").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+        assert_eq!(www.as_deref(), Some("Bearer"), "{what}");
+        assert_eq!(body["status"], 401);
+    }
+    // The good key works, through either header.
+    let ok = app.tenant(&key, Method::GET, "/api/v1/jobs").send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let ok = app.request(Method::GET, "/api/v1/jobs").header("x-api-key", &key).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    // An expiring key works until it expires, then is refused (cache or not).
+    assert_eq!(app.tenant(&expiring, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, _, body) = status_with(&app, Some(&format!("Bearer {expiring}")), "/api/v1/jobs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["detail"].as_str().unwrap().contains("expired"), "{body}");
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_within_five_seconds_on_every_replica() {
+    let app = TestApp::spawn().await;
+    let (tenant, key) = app.tenant_with_key("acme").await;
+    let (key_id, other) = app.create_key(tenant, json!({"name": "second"})).await;
+    // A second api replica on the same database: it has cached the key before revocation.
+    let replica = freight_api::Application::build(app.env.settings.clone()).await.unwrap();
+    let replica_base = format!("http://127.0.0.1:{}", replica.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(replica.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let on_replica = |k: String| {
+        let client = app.client.clone();
+        let url = format!("{replica_base}/api/v1/jobs");
+        async move { client.get(url).bearer_auth(k).send().await.unwrap().status() }
+    };
+    assert_eq!(on_replica(other.clone()).await, StatusCode::OK);
+    assert_eq!(app.tenant(&other, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::OK);
+
+    let res = app.admin(Method::DELETE, &format!("/api/v1/admin/api-keys/{key_id}")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // The revoking replica refuses at once.
+    assert_eq!(app.tenant(&other, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // The other replica within 5 s.
+    let started = std::time::Instant::now();
+    let refused =
+        wait_until(Duration::from_secs(5), || async { on_replica(other.clone()).await == StatusCode::UNAUTHORIZED }).await;
+    assert!(refused, "the replica still accepted the revoked key after 5 s");
+    println!("revocation reached the second replica in {:?}", started.elapsed());
+    // The tenant's other key is unaffected.
+    assert_eq!(on_replica(key.clone()).await, StatusCode::OK);
+    let _ = stop.send(());
+}
+
+#[tokio::test]
+async fn operator_routes_refuse_tenant_keys_with_403_and_strangers_with_401() {
+    let app = TestApp::spawn().await;
+    let (tenant, key) = app.tenant_with_key("acme").await;
+    for path in ["/api/v1/admin/tenants", &format!("/api/v1/admin/tenants/{tenant}"), &format!("/api/v1/admin/tenants/{tenant}/api-keys")] {
+        let (status, _, _) = status_with(&app, Some(&format!("Bearer {key}")), path).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        let (status, _, _) = status_with(&app, None, path).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        let (status, _, _) = status_with(&app, Some("Bearer wrong-operator-token"), path).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        let ok = app.admin(Method::GET, path).send().await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn keys_are_shown_once_and_listed_without_secrets() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("acme").await;
+    let res = app
+        .admin(Method::POST, &format!("/api/v1/admin/tenants/{tenant}/api-keys"))
+        .json(&json!({"name": "ci"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(created["prefix"].as_str().unwrap()));
+    let secret = key.rsplit('_').next().unwrap();
+    assert!(secret.len() >= 22, "at least 128 bits of secret");
+    let stored: String = sea_orm::ConnectionTrait::query_one_raw(
+        &app.db,
+        sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, "SELECT secret_hash FROM api_keys"),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "secret_hash")
+    .unwrap();
+    assert!(stored.starts_with("$argon2id$") && !stored.contains(secret));
+
+    for listing in [
+        app.admin(Method::GET, &format!("/api/v1/admin/tenants/{tenant}/api-keys")).send().await.unwrap(),
+        app.tenant(&key, Method::GET, "/api/v1/api-keys").send().await.unwrap(),
+    ] {
+        assert_eq!(listing.status(), StatusCode::OK);
+        let text = listing.text().await.unwrap();
+        assert!(!text.contains(secret), "a listing leaked the secret: {text}");
+        assert!(text.contains(created["prefix"].as_str().unwrap()));
+    }
+}
+
+#[tokio::test]
+async fn tenants_rotate_their_own_keys() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let res = app.tenant(&key, Method::POST, "/api/v1/api-keys").json(&json!({"name": "new"})).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let new: Value = res.json().await.unwrap();
+    let new_key = new["key"].as_str().unwrap().to_owned();
+    let keys: Vec<Value> = app.tenant(&new_key, Method::GET, "/api/v1/api-keys").send().await.unwrap().json().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    let old_id = keys.iter().find(|k| k["name"] != "new").unwrap()["id"].as_str().unwrap().to_owned();
+    let res = app.tenant(&new_key, Method::DELETE, &format!("/api/v1/api-keys/{old_id}")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.tenant(&key, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.tenant(&new_key, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::OK);
+    // Another tenant's key id is not found, and stays valid.
+    let (_, other_key) = app.tenant_with_key("globex").await;
+    let other_keys: Vec<Value> = app.tenant(&other_key, Method::GET, "/api/v1/api-keys").send().await.unwrap().json().await.unwrap();
+    let other_id = other_keys[0]["id"].as_str().unwrap();
+    let res = app.tenant(&new_key, Method::DELETE, &format!("/api/v1/api-keys/{other_id}")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.tenant(&other_key, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::OK);
+}
