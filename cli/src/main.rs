@@ -85,12 +85,11 @@ async fn all(settings: Settings) -> anyhow::Result<()> {
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let db = freight_core::db::connect(&settings.database).await?;
-    let pending = migration::pending(&db).await?;
-    migration::migrate(&db).await?;
-    if pending.is_empty() {
+    let applied = migration::migrate(&db).await?;
+    if applied.is_empty() {
         println!("schema is up to date");
     } else {
-        println!("applied: {}", pending.join(", "));
+        println!("applied: {}", applied.join(", "));
     }
     Ok(())
 }

@@ -35,7 +35,10 @@ pub enum SchemaError {
 /// migration is pending, so a process never runs against a schema it does not know.
 pub async fn prepare_schema(db: &DatabaseConnection, migrate: bool) -> Result<(), SchemaError> {
     if migrate {
-        migration::migrate(db).await?;
+        let applied = migration::migrate(db).await?;
+        if !applied.is_empty() {
+            tracing::info!(migrations = %applied.join(", "), "applied migrations");
+        }
     }
     let pending = migration::pending(db).await?;
     if pending.is_empty() {

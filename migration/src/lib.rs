@@ -22,14 +22,22 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x4652_4754;
 /// Applies every pending migration inside one transaction that first takes a
 /// transaction-scoped advisory lock, so an api and a worker starting at the same moment
 /// run the migrations once, one after the other, never interleaved.
-pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+/// Returns the names of the migrations this call applied (none if another process got
+/// there first).
+pub async fn migrate(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
     let txn = db.begin().await?;
     txn.execute_unprepared(&format!(
         "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
     ))
     .await?;
+    let applied: Vec<String> = Migrator::get_pending_migrations(&txn)
+        .await?
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
     Migrator::up(&txn, None).await?;
-    txn.commit().await
+    txn.commit().await?;
+    Ok(applied)
 }
 
 /// Names of migrations defined in code but not yet applied to `db`.

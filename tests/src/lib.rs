@@ -26,7 +26,8 @@ use uuid::Uuid;
 pub const ADMIN_TOKEN: &str = "test-operator-token-0123456789";
 
 pub fn admin_database_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn redis_url() -> String {
@@ -41,7 +42,10 @@ pub fn database_url(name: &str) -> String {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
@@ -50,12 +54,19 @@ static TEMPLATE: OnceCell<String> = OnceCell::const_new();
 async fn template() -> &'static str {
     TEMPLATE
         .get_or_init(|| async {
-            let admin = Database::connect(admin_database_url()).await.expect("connect to the admin database");
+            let admin = Database::connect(admin_database_url())
+                .await
+                .expect("connect to the admin database");
             sweep_leftovers(&admin).await;
             let name = format!("freight_tpl_{}_{}", unix_now(), std::process::id());
-            admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create template");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .expect("create template");
             admin.close().await.ok();
-            let db = Database::connect(database_url(&name)).await.expect("connect to template");
+            let db = Database::connect(database_url(&name))
+                .await
+                .expect("connect to template");
             migration::migrate(&db).await.expect("migrate the template");
             // No connection may stay open on a template while it is cloned.
             db.close().await.ok();
@@ -75,10 +86,14 @@ async fn sweep_leftovers(admin: &DatabaseConnection) {
         .unwrap_or_default();
     let cutoff = unix_now().saturating_sub(3 * 3600);
     for row in rows {
-        let Ok(name) = row.try_get::<String>("", "datname") else { continue };
+        let Ok(name) = row.try_get::<String>("", "datname") else {
+            continue;
+        };
         let born: Option<u64> = name.split('_').nth(2).and_then(|t| t.parse().ok());
         if born.is_some_and(|t| t < cutoff) {
-            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await;
         }
     }
 }
@@ -92,13 +107,24 @@ pub struct TestEnv {
 impl TestEnv {
     pub async fn new() -> Self {
         let template = template().await;
-        let db_name = format!("freight_t_{}_{}", unix_now(), &Uuid::new_v4().simple().to_string()[..12]);
-        let admin = Database::connect(admin_database_url()).await.expect("admin connection");
+        let db_name = format!(
+            "freight_t_{}_{}",
+            unix_now(),
+            &Uuid::new_v4().simple().to_string()[..12]
+        );
+        let admin = Database::connect(admin_database_url())
+            .await
+            .expect("admin connection");
         // Concurrent clones of one template can briefly collide ("source database is being
         // accessed by other users"); retry a few times.
         let mut attempt = 0;
         loop {
-            match admin.execute_unprepared(&format!("CREATE DATABASE \"{db_name}\" TEMPLATE \"{template}\"")).await {
+            match admin
+                .execute_unprepared(&format!(
+                    "CREATE DATABASE \"{db_name}\" TEMPLATE \"{template}\""
+                ))
+                .await
+            {
                 Ok(_) => break,
                 Err(e) if attempt < 20 => {
                     attempt += 1;
@@ -129,19 +155,30 @@ impl Drop for TestEnv {
         // Drop runs on a runtime thread (or while unwinding): do the cleanup on a thread
         // with its own small runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(admin) = Database::connect(admin_database_url()).await {
-                    let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                    let _ = admin
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await;
                     admin.close().await.ok();
                 }
                 if let Ok(client) = redis::Client::open(redis_url())
                     && let Ok(mut conn) = client.get_multiplexed_async_connection().await
                 {
-                    let keys: Vec<String> =
-                        redis::cmd("KEYS").arg(format!("{name}*")).query_async(&mut conn).await.unwrap_or_default();
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{name}*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
                     if !keys.is_empty() {
-                        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                     }
                 }
             });
@@ -169,15 +206,28 @@ impl TestApp {
     pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> Self {
         let mut env = TestEnv::new().await;
         tweak(&mut env.settings);
-        let app = freight_api::Application::build(env.settings.clone()).await.expect("build the api");
+        let app = freight_api::Application::build(env.settings.clone())
+            .await
+            .expect("build the api");
         let base = format!("http://127.0.0.1:{}", app.port());
         let (tx, rx) = oneshot::channel();
         tokio::spawn(app.run_until_stopped(async {
             let _ = rx.await;
         }));
-        let db = Database::connect(database_url(&env.db_name)).await.expect("test connection");
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Self { base, client, db, stop: Some(tx), env: Arc::new(env) }
+        let db = Database::connect(database_url(&env.db_name))
+            .await
+            .expect("test connection");
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            base,
+            client,
+            db,
+            stop: Some(tx),
+            env: Arc::new(env),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -198,8 +248,18 @@ impl TestApp {
 
     /// Creates a tenant and returns its id.
     pub async fn create_tenant(&self, name: &str) -> Uuid {
-        let res = self.admin(Method::POST, "/api/v1/admin/tenants").json(&json!({"name": name})).send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED, "create tenant: {}", res.text().await.unwrap());
+        let res = self
+            .admin(Method::POST, "/api/v1/admin/tenants")
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::CREATED,
+            "create tenant: {}",
+            res.text().await.unwrap()
+        );
         let body: Value = res.json().await.unwrap();
         body["id"].as_str().unwrap().parse().unwrap()
     }
@@ -207,14 +267,25 @@ impl TestApp {
     /// Creates an API key for a tenant and returns `(key id, plaintext key)`.
     pub async fn create_key(&self, tenant_id: Uuid, body: Value) -> (Uuid, String) {
         let res = self
-            .admin(Method::POST, &format!("/api/v1/admin/tenants/{tenant_id}/api-keys"))
+            .admin(
+                Method::POST,
+                &format!("/api/v1/admin/tenants/{tenant_id}/api-keys"),
+            )
             .json(&body)
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED, "create key: {}", res.text().await.unwrap());
+        assert_eq!(
+            res.status(),
+            StatusCode::CREATED,
+            "create key: {}",
+            res.text().await.unwrap()
+        );
         let body: Value = res.json().await.unwrap();
-        (body["id"].as_str().unwrap().parse().unwrap(), body["key"].as_str().unwrap().to_owned())
+        (
+            body["id"].as_str().unwrap().parse().unwrap(),
+            body["key"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// A new tenant with one key: `(tenant id, key)`.
@@ -226,7 +297,12 @@ impl TestApp {
 
     /// `POST /api/v1/jobs` and return `(status, body)`.
     pub async fn post_job(&self, key: &str, body: &Value) -> (StatusCode, Value) {
-        let res = self.tenant(key, Method::POST, "/api/v1/jobs").json(body).send().await.unwrap();
+        let res = self
+            .tenant(key, Method::POST, "/api/v1/jobs")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
     }
@@ -249,7 +325,9 @@ impl Drop for TestApp {
 
 /// A small valid job body: `n` inline records into an HTTP destination.
 pub fn inline_job(n: usize) -> Value {
-    let records: Vec<Value> = (1..=n).map(|i| json!({"id": i, "email": format!("u{i}@example.com")})).collect();
+    let records: Vec<Value> = (1..=n)
+        .map(|i| json!({"id": i, "email": format!("u{i}@example.com")}))
+        .collect();
     json!({
         "name": "inline test job",
         "source": {"type": "inline", "records": records},
@@ -280,8 +358,15 @@ where
 /// The `freight` binary built next to this test binary (scripts/test builds it first).
 pub fn freight_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
     let bin = dir.join("freight");
-    assert!(bin.exists(), "{} is missing: run `cargo build --bin freight` first (scripts/test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bin freight` first (scripts/test does)",
+        bin.display()
+    );
     bin
 }

@@ -32,39 +32,69 @@ async fn worker_binary_registers_heartbeats_and_exits_cleanly_on_sigterm() {
     let mut first = spawn();
     let mut second = spawn();
     let registered = wait_until(Duration::from_secs(20), || async {
-        worker::Entity::find().all(&db).await.map(|w| w.len() == 2).unwrap_or(false)
+        worker::Entity::find()
+            .all(&db)
+            .await
+            .map(|w| w.len() == 2)
+            .unwrap_or(false)
     })
     .await;
     assert!(registered, "two workers should register");
     let rows = worker::Entity::find().all(&db).await.unwrap();
-    assert_ne!(rows[0].id, rows[1].id, "replicas must never share a worker id");
+    assert_ne!(
+        rows[0].id, rows[1].id,
+        "replicas must never share a worker id"
+    );
     let pids: Vec<u32> = vec![first.id(), second.id()];
-    assert!(rows.iter().all(|w| pids.contains(&(w.pid as u32)) && w.stopped_at.is_none()));
+    assert!(
+        rows.iter()
+            .all(|w| pids.contains(&(w.pid as u32)) && w.stopped_at.is_none())
+    );
 
     // The heartbeat moves.
     let before = rows.iter().map(|w| w.last_heartbeat_at).max().unwrap();
     let beat = wait_until(Duration::from_secs(5), || async {
-        worker::Entity::find().all(&db).await.unwrap().iter().all(|w| w.last_heartbeat_at > before)
+        worker::Entity::find()
+            .all(&db)
+            .await
+            .unwrap()
+            .iter()
+            .all(|w| w.last_heartbeat_at > before)
     })
     .await;
     assert!(beat, "heartbeats should advance");
 
     // SIGTERM: exit 0 and the row is marked stopped.
-    let status = Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = wait_for_exit(&mut first, Duration::from_secs(10));
-    assert_eq!(exit.and_then(|s| s.code()), Some(0), "worker should exit 0 on SIGTERM");
+    assert_eq!(
+        exit.and_then(|s| s.code()),
+        Some(0),
+        "worker should exit 0 on SIGTERM"
+    );
     let rows = worker::Entity::find().all(&db).await.unwrap();
     let stopped = rows.iter().find(|w| w.pid as u32 == first.id()).unwrap();
     assert!(stopped.stopped_at.is_some());
     let running = rows.iter().find(|w| w.pid as u32 == second.id()).unwrap();
     assert!(running.stopped_at.is_none());
-    let _ = Command::new("kill").args(["-TERM", &second.id().to_string()]).status();
-    assert_eq!(wait_for_exit(&mut second, Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
+    let _ = Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status();
+    assert_eq!(
+        wait_for_exit(&mut second, Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
     db.close().await.ok();
 }
 
-fn wait_for_exit(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+fn wait_for_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
@@ -93,8 +123,12 @@ async fn a_process_refuses_a_schema_it_does_not_know_unless_it_migrates() {
     // An empty database with MIGRATE_ON_START=false: the worker names the fix and exits 1.
     let env = TestEnv::new().await;
     let empty = format!("{}_empty", env.db_name);
-    let admin = Database::connect(freight_tests::admin_database_url()).await.unwrap();
-    sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE \"{empty}\"")).await.unwrap();
+    let admin = Database::connect(freight_tests::admin_database_url())
+        .await
+        .unwrap();
+    sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE \"{empty}\""))
+        .await
+        .unwrap();
     let run = |migrate: &str| {
         Command::new(freight_binary())
             .arg("migrate")
@@ -112,11 +146,36 @@ async fn a_process_refuses_a_schema_it_does_not_know_unless_it_migrates() {
         .unwrap();
     assert_eq!(worker.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&worker.stderr).contains("freight migrate"));
-    // `freight migrate` brings it up to date, and a second run has nothing to do.
-    let first = run("false");
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied"));
-    let second = run("false");
-    assert!(String::from_utf8_lossy(&second.stdout).contains("up to date"));
-    sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("DROP DATABASE \"{empty}\" WITH (FORCE)")).await.unwrap();
+    // Two `freight migrate` at once: the advisory lock makes them take turns, both
+    // succeed, and a third run has nothing to do.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| run("false"));
+        let b = s.spawn(|| run("false"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let outputs = [
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&b.stdout),
+    ];
+    // Exactly one of them applied the migrations; the other found nothing left to do.
+    assert_eq!(
+        outputs.iter().filter(|o| o.contains("applied")).count(),
+        1,
+        "{outputs:?}"
+    );
+    assert_eq!(
+        outputs.iter().filter(|o| o.contains("up to date")).count(),
+        1,
+        "{outputs:?}"
+    );
+    let third = run("false");
+    assert!(String::from_utf8_lossy(&third.stdout).contains("up to date"));
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &admin,
+        &format!("DROP DATABASE \"{empty}\" WITH (FORCE)"),
+    )
+    .await
+    .unwrap();
 }
