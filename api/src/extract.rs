@@ -65,9 +65,12 @@ pub fn body_rejection(err: BytesRejection) -> ApiError {
 
 /// Parses JSON into `T`. Syntax errors and wrong types are both 400, naming the path.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(de)
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| json_error(e.path().to_string(), e.inner()))?;
+    // Anything but white space after the document is an error, not something to ignore.
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     Ok(value)
 }
 

@@ -27,7 +27,6 @@ use tracing::Level;
 
 use crate::error::{PROBLEM_JSON, Problem};
 
-
 pub fn apply(router: Router, settings: &HttpSettings) -> Router {
     // Several `Router::layer` calls rather than one stack: each call turns the response
     // body back into axum's `Body`, which the timeout and `map_response` need.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use freight_core::config::Settings;
+use freight_core::{config::Settings, dispatch::Dispatcher};
 use redis::aio::ConnectionManager;
 use sea_orm::DatabaseConnection;
 
@@ -12,6 +12,7 @@ use crate::auth::{Authenticator, digests_equal, token_digest};
 pub struct AppState {
     pub db: DatabaseConnection,
     pub redis: ConnectionManager,
+    pub dispatcher: Dispatcher,
     pub settings: Arc<Settings>,
     pub auth: Arc<Authenticator>,
     admin_token_digest: [u8; 32],
@@ -25,9 +26,11 @@ impl AppState {
         auth: Arc<Authenticator>,
         admin_token: &str,
     ) -> Self {
+        let dispatcher = Dispatcher::new(redis.clone(), &settings.redis.queue);
         Self {
             db,
             redis,
+            dispatcher,
             settings,
             auth,
             admin_token_digest: token_digest(admin_token),
@@ -36,5 +39,21 @@ impl AppState {
 
     pub fn is_admin_token(&self, presented: &str) -> bool {
         digests_equal(&token_digest(presented), &self.admin_token_digest)
+    }
+
+    /// Pushes newly queued batches after their transaction committed. A failed push is
+    /// not the client's problem: the batches are queued in Postgres, and the reconciler
+    /// re-dispatches what Redis did not get.
+    pub async fn dispatch(&self, batch_ids: &[uuid::Uuid]) {
+        if let Err(e) = self.dispatcher.push_now(batch_ids).await {
+            tracing::warn!(error = %e, batches = batch_ids.len(), "dispatch failed; the reconciler will retry");
+        }
+    }
+
+    /// Admits the tenant's queued jobs up to its limit and dispatches their first batches.
+    pub async fn admit(&self, tenant_id: uuid::Uuid) -> Result<(), crate::error::ApiError> {
+        let batches = freight_core::repo::lifecycle::admit_tenant(&self.db, tenant_id).await?;
+        self.dispatch(&batches).await;
+        Ok(())
     }
 }

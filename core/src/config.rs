@@ -76,7 +76,17 @@ pub struct AuthSettings {
 pub struct WorkerSettings {
     pub concurrency: usize,
     pub shutdown_grace: Duration,
+    /// How often the worker's own row is refreshed.
     pub heartbeat_interval: Duration,
+    /// How often running batches' heartbeats are refreshed.
+    pub batch_heartbeat_interval: Duration,
+    /// A running batch whose heartbeat is older than this is presumed dead and taken over.
+    pub batch_stale_after: Duration,
+    /// Longest a single batch attempt may run before apalis abandons it.
+    pub batch_timeout: Duration,
+    pub reconciler_interval: Duration,
+    /// A queued or retry-scheduled batch not claimed this long after it was due is re-dispatched.
+    pub reconciler_overdue_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +149,11 @@ impl Settings {
                 concurrency: env.parsed("WORKER_CONCURRENCY", 8, 1..=1024)?,
                 shutdown_grace: env.duration("WORKER_SHUTDOWN_GRACE", "30s")?,
                 heartbeat_interval: env.duration("WORKER_HEARTBEAT_INTERVAL", "5s")?,
+                batch_heartbeat_interval: env.duration("WORKER_BATCH_HEARTBEAT_INTERVAL", "2s")?,
+                batch_stale_after: env.duration("WORKER_BATCH_STALE_AFTER", "30s")?,
+                batch_timeout: env.duration("WORKER_BATCH_TIMEOUT", "10m")?,
+                reconciler_interval: env.duration("RECONCILER_INTERVAL", "5s")?,
+                reconciler_overdue_after: env.duration("RECONCILER_OVERDUE_AFTER", "15s")?,
             },
             allow_private_destinations: env.boolean("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", false)?,
             log: LogSettings {

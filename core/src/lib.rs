@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod db;
+pub mod destinations;
+pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod queue;

@@ -56,6 +56,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub finished_at: Option<DateTimeUtc>,
+    /// Records of this batch waiting for a retry (counted in the job's `retrying`).
+    pub retrying_records: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

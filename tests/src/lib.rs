@@ -9,6 +9,9 @@
 //! Connection settings come from `TEST_DATABASE_URL` / `TEST_REDIS_URL` (defaults: the
 //! local `postgres` database and Redis on 6379).
 
+pub mod engine;
+pub mod sink;
+
 use std::{
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -369,4 +372,61 @@ pub fn freight_binary() -> std::path::PathBuf {
         bin.display()
     );
     bin
+}
+
+/// A `redis-server` of the test's own on a free port, for tests that break Redis on
+/// purpose (kill it, FLUSHALL it). Killed when dropped, even if the test failed.
+pub struct ThrowawayRedis {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl ThrowawayRedis {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/ensure-services installs it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let up = wait_until(Duration::from_secs(5), || {
+            let url = url.clone();
+            async move {
+                match redis::Client::open(url) {
+                    Ok(c) => c.get_multiplexed_async_connection().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        assert!(up, "throwaway redis-server did not start");
+        Self { child, url }
+    }
+
+    /// Kills the server now (the test wants Redis gone).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ThrowawayRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

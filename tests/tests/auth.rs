@@ -7,16 +7,32 @@ use freight_tests::{ADMIN_TOKEN, TestApp, wait_until};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-async fn status_with(app: &TestApp, auth: Option<&str>, path: &str) -> (StatusCode, Option<String>, Value) {
+async fn status_with(
+    app: &TestApp,
+    auth: Option<&str>,
+    path: &str,
+) -> (StatusCode, Option<String>, Value) {
     let mut req = app.request(Method::GET, path);
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }
     let res = req.send().await.unwrap();
     let status = res.status();
-    let www = res.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
-    let ct = res.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
-    assert_eq!(ct, "application/problem+json", "{path} answered {status} without a problem document");
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let ct = res
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        ct, "application/problem+json",
+        "{path} answered {status} without a problem document"
+    );
     (status, www, res.json().await.unwrap())
 }
 
@@ -24,7 +40,12 @@ async fn status_with(app: &TestApp, auth: Option<&str>, path: &str) -> (StatusCo
 async fn tenant_routes_refuse_every_bad_key_with_401() {
     let app = TestApp::spawn().await;
     let (tenant, key) = app.tenant_with_key("acme").await;
-    let (_, expiring) = app.create_key(tenant, json!({"expires_at": (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339()})).await;
+    let (_, expiring) = app
+        .create_key(
+            tenant,
+            json!({"expires_at": (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339()}),
+        )
+        .await;
     let public = key.rsplit_once('_').unwrap().0;
     let wrong_secret = format!("{public}_{}", "A".repeat(43));
     let unknown = format!("frk_{}_{}", "z".repeat(16), "B".repeat(43));
@@ -43,16 +64,36 @@ async fn tenant_routes_refuse_every_bad_key_with_401() {
         assert_eq!(body["status"], 401);
     }
     // The good key works, through either header.
-    let ok = app.tenant(&key, Method::GET, "/api/v1/jobs").send().await.unwrap();
+    let ok = app
+        .tenant(&key, Method::GET, "/api/v1/jobs")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
-    let ok = app.request(Method::GET, "/api/v1/jobs").header("x-api-key", &key).send().await.unwrap();
+    let ok = app
+        .request(Method::GET, "/api/v1/jobs")
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     // An expiring key works until it expires, then is refused (cache or not).
-    assert_eq!(app.tenant(&expiring, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        app.tenant(&expiring, Method::GET, "/api/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (status, _, body) = status_with(&app, Some(&format!("Bearer {expiring}")), "/api/v1/jobs").await;
+    let (status, _, body) =
+        status_with(&app, Some(&format!("Bearer {expiring}")), "/api/v1/jobs").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(body["detail"].as_str().unwrap().contains("expired"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -61,7 +102,9 @@ async fn a_revoked_key_is_refused_within_five_seconds_on_every_replica() {
     let (tenant, key) = app.tenant_with_key("acme").await;
     let (key_id, other) = app.create_key(tenant, json!({"name": "second"})).await;
     // A second api replica on the same database: it has cached the key before revocation.
-    let replica = freight_api::Application::build(app.env.settings.clone()).await.unwrap();
+    let replica = freight_api::Application::build(app.env.settings.clone())
+        .await
+        .unwrap();
     let replica_base = format!("http://127.0.0.1:{}", replica.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(replica.run_until_stopped(async {
@@ -70,21 +113,55 @@ async fn a_revoked_key_is_refused_within_five_seconds_on_every_replica() {
     let on_replica = |k: String| {
         let client = app.client.clone();
         let url = format!("{replica_base}/api/v1/jobs");
-        async move { client.get(url).bearer_auth(k).send().await.unwrap().status() }
+        async move {
+            client
+                .get(url)
+                .bearer_auth(k)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
     };
     assert_eq!(on_replica(other.clone()).await, StatusCode::OK);
-    assert_eq!(app.tenant(&other, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        app.tenant(&other, Method::GET, "/api/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
 
-    let res = app.admin(Method::DELETE, &format!("/api/v1/admin/api-keys/{key_id}")).send().await.unwrap();
+    let res = app
+        .admin(Method::DELETE, &format!("/api/v1/admin/api-keys/{key_id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     // The revoking replica refuses at once.
-    assert_eq!(app.tenant(&other, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.tenant(&other, Method::GET, "/api/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
     // The other replica within 5 s.
     let started = std::time::Instant::now();
-    let refused =
-        wait_until(Duration::from_secs(5), || async { on_replica(other.clone()).await == StatusCode::UNAUTHORIZED }).await;
-    assert!(refused, "the replica still accepted the revoked key after 5 s");
-    println!("revocation reached the second replica in {:?}", started.elapsed());
+    let refused = wait_until(Duration::from_secs(5), || async {
+        on_replica(other.clone()).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(
+        refused,
+        "the replica still accepted the revoked key after 5 s"
+    );
+    println!(
+        "revocation reached the second replica in {:?}",
+        started.elapsed()
+    );
     // The tenant's other key is unaffected.
     assert_eq!(on_replica(key.clone()).await, StatusCode::OK);
     let _ = stop.send(());
@@ -94,7 +171,11 @@ async fn a_revoked_key_is_refused_within_five_seconds_on_every_replica() {
 async fn operator_routes_refuse_tenant_keys_with_403_and_strangers_with_401() {
     let app = TestApp::spawn().await;
     let (tenant, key) = app.tenant_with_key("acme").await;
-    for path in ["/api/v1/admin/tenants", &format!("/api/v1/admin/tenants/{tenant}"), &format!("/api/v1/admin/tenants/{tenant}/api-keys")] {
+    for path in [
+        "/api/v1/admin/tenants",
+        &format!("/api/v1/admin/tenants/{tenant}"),
+        &format!("/api/v1/admin/tenants/{tenant}/api-keys"),
+    ] {
         let (status, _, _) = status_with(&app, Some(&format!("Bearer {key}")), path).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
         let (status, _, _) = status_with(&app, None, path).await;
@@ -111,7 +192,10 @@ async fn keys_are_shown_once_and_listed_without_secrets() {
     let app = TestApp::spawn().await;
     let tenant = app.create_tenant("acme").await;
     let res = app
-        .admin(Method::POST, &format!("/api/v1/admin/tenants/{tenant}/api-keys"))
+        .admin(
+            Method::POST,
+            &format!("/api/v1/admin/tenants/{tenant}/api-keys"),
+        )
         .json(&json!({"name": "ci"}))
         .send()
         .await
@@ -124,7 +208,10 @@ async fn keys_are_shown_once_and_listed_without_secrets() {
     assert!(secret.len() >= 22, "at least 128 bits of secret");
     let stored: String = sea_orm::ConnectionTrait::query_one_raw(
         &app.db,
-        sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, "SELECT secret_hash FROM api_keys"),
+        sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT secret_hash FROM api_keys",
+        ),
     )
     .await
     .unwrap()
@@ -134,12 +221,24 @@ async fn keys_are_shown_once_and_listed_without_secrets() {
     assert!(stored.starts_with("$argon2id$") && !stored.contains(secret));
 
     for listing in [
-        app.admin(Method::GET, &format!("/api/v1/admin/tenants/{tenant}/api-keys")).send().await.unwrap(),
-        app.tenant(&key, Method::GET, "/api/v1/api-keys").send().await.unwrap(),
+        app.admin(
+            Method::GET,
+            &format!("/api/v1/admin/tenants/{tenant}/api-keys"),
+        )
+        .send()
+        .await
+        .unwrap(),
+        app.tenant(&key, Method::GET, "/api/v1/api-keys")
+            .send()
+            .await
+            .unwrap(),
     ] {
         assert_eq!(listing.status(), StatusCode::OK);
         let text = listing.text().await.unwrap();
-        assert!(!text.contains(secret), "a listing leaked the secret: {text}");
+        assert!(
+            !text.contains(secret),
+            "a listing leaked the secret: {text}"
+        );
         assert!(text.contains(created["prefix"].as_str().unwrap()));
     }
 }
@@ -148,22 +247,118 @@ async fn keys_are_shown_once_and_listed_without_secrets() {
 async fn tenants_rotate_their_own_keys() {
     let app = TestApp::spawn().await;
     let (_, key) = app.tenant_with_key("acme").await;
-    let res = app.tenant(&key, Method::POST, "/api/v1/api-keys").json(&json!({"name": "new"})).send().await.unwrap();
+    let res = app
+        .tenant(&key, Method::POST, "/api/v1/api-keys")
+        .json(&json!({"name": "new"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
     let new: Value = res.json().await.unwrap();
     let new_key = new["key"].as_str().unwrap().to_owned();
-    let keys: Vec<Value> = app.tenant(&new_key, Method::GET, "/api/v1/api-keys").send().await.unwrap().json().await.unwrap();
+    let keys: Vec<Value> = app
+        .tenant(&new_key, Method::GET, "/api/v1/api-keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(keys.len(), 2);
-    let old_id = keys.iter().find(|k| k["name"] != "new").unwrap()["id"].as_str().unwrap().to_owned();
-    let res = app.tenant(&new_key, Method::DELETE, &format!("/api/v1/api-keys/{old_id}")).send().await.unwrap();
+    let old_id = keys.iter().find(|k| k["name"] != "new").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .tenant(
+            &new_key,
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{old_id}"),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.tenant(&key, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(app.tenant(&new_key, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        app.tenant(&key, Method::GET, "/api/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.tenant(&new_key, Method::GET, "/api/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     // Another tenant's key id is not found, and stays valid.
     let (_, other_key) = app.tenant_with_key("globex").await;
-    let other_keys: Vec<Value> = app.tenant(&other_key, Method::GET, "/api/v1/api-keys").send().await.unwrap().json().await.unwrap();
+    let other_keys: Vec<Value> = app
+        .tenant(&other_key, Method::GET, "/api/v1/api-keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let other_id = other_keys[0]["id"].as_str().unwrap();
-    let res = app.tenant(&new_key, Method::DELETE, &format!("/api/v1/api-keys/{other_id}")).send().await.unwrap();
+    let res = app
+        .tenant(
+            &new_key,
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{other_id}"),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert_eq!(app.tenant(&other_key, Method::GET, "/api/v1/jobs").send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        app.tenant(&other_key, Method::GET, "/api/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn tenant_limits_are_checked_up_to_their_maximum() {
+    let app = TestApp::spawn().await;
+    let create = |body: Value| {
+        app.admin(Method::POST, "/api/v1/admin/tenants")
+            .json(&body)
+            .send()
+    };
+    let res = create(
+        json!({"name": "big", "rate_limit_per_second": 1_000_000, "max_concurrent_jobs": 10_000}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let tenant: Value = res.json().await.unwrap();
+    assert_eq!(tenant["rate_limit_burst"], 1_000_000);
+    for (body, field) in [
+        (
+            json!({"name": "x", "rate_limit_per_second": 1_000_001}),
+            "rate_limit_per_second",
+        ),
+        (
+            json!({"name": "x", "max_concurrent_jobs": 0}),
+            "max_concurrent_jobs",
+        ),
+        (json!({"name": "nul\u{0}name"}), "name"),
+        (json!({}), "name"),
+    ] {
+        let res = create(body.clone()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], field, "{body}");
+    }
+    let dup = create(json!({"name": "big"})).await.unwrap();
+    assert_eq!(dup.status(), StatusCode::CONFLICT);
 }

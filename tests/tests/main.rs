@@ -1,5 +1,15 @@
 //! One test binary for the whole suite (one compile, one template database per run).
 
 mod auth;
+mod engine;
+mod intake_fuzz;
+mod intake_idempotency;
+mod intake_listing;
+mod intake_support;
+mod intake_upload;
+mod intake_validation;
+mod isolation;
 mod ops;
+mod reads;
+mod redaction;
 mod worker;

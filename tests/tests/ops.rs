@@ -26,33 +26,23 @@ async fn health_and_readiness_report_their_checks() {
 async fn readiness_is_503_while_redis_is_unreachable() {
     // The api needs Redis to start, so it runs against a throwaway redis-server of this
     // test's own, which the test then kills (never the shared one).
-    let port = free_port();
-    let mut redis = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (scripts/ensure-services installs it)");
-    let url = format!("redis://127.0.0.1:{port}");
-    let up = freight_tests::wait_until(std::time::Duration::from_secs(5), || {
-        let url = url.clone();
-        async move {
-            match redis::Client::open(url) {
-                Ok(c) => c.get_multiplexed_async_connection().await.is_ok(),
-                Err(_) => false,
-            }
-        }
-    })
-    .await;
-    assert!(up, "throwaway redis did not start");
+    let mut redis = freight_tests::ThrowawayRedis::start().await;
+    let url = redis.url.clone();
     let app = TestApp::spawn_with(|s| {
         s.redis.url = secrecy::SecretString::from(url.clone());
         s.redis.response_timeout = std::time::Duration::from_millis(500);
         s.redis.connection_timeout = std::time::Duration::from_millis(500);
     })
     .await;
-    assert_eq!(app.request(Method::GET, "/ready").send().await.unwrap().status(), StatusCode::OK);
-    redis.kill().unwrap();
-    redis.wait().unwrap();
+    assert_eq!(
+        app.request(Method::GET, "/ready")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    redis.kill();
     let res = app.request(Method::GET, "/ready").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = res.json().await.unwrap();
@@ -60,23 +50,41 @@ async fn readiness_is_503_while_redis_is_unreachable() {
     assert_eq!(body["checks"]["postgres"]["status"], "ok");
     assert_eq!(body["checks"]["redis"]["status"], "unavailable");
     // Liveness is unaffected.
-    assert_eq!(app.request(Method::GET, "/health").send().await.unwrap().status(), StatusCode::OK);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    assert_eq!(
+        app.request(Method::GET, "/health")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn request_ids_are_set_and_echoed() {
     let app = TestApp::spawn().await;
     let res = app.request(Method::GET, "/health").send().await.unwrap();
-    let id = res.headers().get("x-request-id").expect("a request id is set").to_str().unwrap();
+    let id = res
+        .headers()
+        .get("x-request-id")
+        .expect("a request id is set")
+        .to_str()
+        .unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok());
-    let res = app.request(Method::GET, "/health").header("x-request-id", "trace-me-42").send().await.unwrap();
+    let res = app
+        .request(Method::GET, "/health")
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-request-id"], "trace-me-42");
     // Errors carry it too.
-    let res = app.request(Method::GET, "/api/v1/jobs").header("x-request-id", "err-7").send().await.unwrap();
+    let res = app
+        .request(Method::GET, "/api/v1/jobs")
+        .header("x-request-id", "err-7")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(res.headers()["x-request-id"], "err-7");
 }
@@ -86,15 +94,25 @@ async fn unknown_routes_and_methods_get_problem_documents() {
     let app = TestApp::spawn().await;
     for (method, path, status) in [
         (Method::GET, "/nope", StatusCode::NOT_FOUND),
-        (Method::DELETE, "/api/v1/jobs", StatusCode::METHOD_NOT_ALLOWED),
+        (
+            Method::DELETE,
+            "/api/v1/jobs",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
         (Method::PATCH, "/health", StatusCode::METHOD_NOT_ALLOWED),
     ] {
         let res = app.request(method.clone(), path).send().await.unwrap();
         assert_eq!(res.status(), status, "{method} {path}");
-        assert_eq!(res.headers()["content-type"], "application/problem+json", "{method} {path}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["status"], status.as_u16());
-        assert!(body["title"].is_string() && body["type"].is_string() && body["detail"].is_string());
+        assert!(
+            body["title"].is_string() && body["type"].is_string() && body["detail"].is_string()
+        );
     }
 }
 
@@ -102,7 +120,8 @@ async fn unknown_routes_and_methods_get_problem_documents() {
 async fn slow_requests_time_out_with_a_problem() {
     // A 1 ms request timeout: a job creation (which hashes nothing but talks to Postgres
     // several times) cannot finish in time, and the client gets a 408 problem.
-    let app = TestApp::spawn_with(|s| s.http.request_timeout = std::time::Duration::from_millis(1)).await;
+    let app =
+        TestApp::spawn_with(|s| s.http.request_timeout = std::time::Duration::from_millis(1)).await;
     let res = app
         .request(Method::POST, "/api/v1/admin/tenants")
         .bearer_auth(freight_tests::ADMIN_TOKEN)
@@ -116,7 +135,10 @@ async fn slow_requests_time_out_with_a_problem() {
 
 #[tokio::test]
 async fn cors_answers_only_configured_origins() {
-    let app = TestApp::spawn_with(|s| s.http.cors_allowed_origins = vec!["https://console.example.com".into()]).await;
+    let app = TestApp::spawn_with(|s| {
+        s.http.cors_allowed_origins = vec!["https://console.example.com".into()]
+    })
+    .await;
     let preflight = |origin: &'static str| {
         app.request(Method::OPTIONS, "/api/v1/jobs")
             .header("origin", origin)
@@ -124,7 +146,10 @@ async fn cors_answers_only_configured_origins() {
             .send()
     };
     let ok = preflight("https://console.example.com").await.unwrap();
-    assert_eq!(ok.headers()["access-control-allow-origin"], "https://console.example.com");
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://console.example.com"
+    );
     let other = preflight("https://evil.example.com").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
@@ -132,7 +157,12 @@ async fn cors_answers_only_configured_origins() {
 #[tokio::test]
 async fn responses_are_compressed_when_asked() {
     let app = TestApp::spawn().await;
-    let res = app.request(Method::GET, "/api/v1/openapi.json").header("accept-encoding", "gzip").send().await.unwrap();
+    let res = app
+        .request(Method::GET, "/api/v1/openapi.json")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["content-encoding"], "gzip");
 }
@@ -142,12 +172,28 @@ async fn responses_are_compressed_when_asked() {
 #[tokio::test]
 async fn openapi_describes_every_endpoint() {
     let app = TestApp::spawn().await;
-    let doc: Value = app.request(Method::GET, "/api/v1/openapi.json").send().await.unwrap().json().await.unwrap();
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    let doc: Value = app
+        .request(Method::GET, "/api/v1/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
     let paths = doc["paths"].as_object().unwrap();
     let described: BTreeSet<String> = paths
         .iter()
-        .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| format!("{} {path}", m.to_uppercase())))
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| format!("{} {path}", m.to_uppercase()))
+        })
         .collect();
     for expected in [
         "POST /api/v1/admin/tenants",
@@ -168,24 +214,47 @@ async fn openapi_describes_every_endpoint() {
         "GET /ready",
         "GET /api/v1/health",
     ] {
-        assert!(described.contains(expected), "{expected} missing from the OpenAPI document: {described:?}");
+        assert!(
+            described.contains(expected),
+            "{expected} missing from the OpenAPI document: {described:?}"
+        );
     }
     // Every described route exists: an unauthenticated call answers anything but 404/405.
     for op in &described {
         let (method, path) = op.split_once(' ').unwrap();
-        let concrete = path.replace("{id}", &uuid::Uuid::nil().to_string()).replace("{key_id}", &uuid::Uuid::nil().to_string());
-        let res = app.request(method.parse().unwrap(), &concrete).send().await.unwrap();
+        let concrete = path
+            .replace("{id}", &uuid::Uuid::nil().to_string())
+            .replace("{key_id}", &uuid::Uuid::nil().to_string());
+        let res = app
+            .request(method.parse().unwrap(), &concrete)
+            .send()
+            .await
+            .unwrap();
         assert!(
             res.status() != StatusCode::NOT_FOUND || concrete.contains("0000"),
             "{op} is described but not routed"
         );
-        assert_ne!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{op} is described but not routed");
+        assert_ne!(
+            res.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{op} is described but not routed"
+        );
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for s in ["Problem", "JobView", "CreateJobRequest", "TenantView", "CreatedApiKey"] {
+    for s in [
+        "Problem",
+        "JobView",
+        "CreateJobRequest",
+        "TenantView",
+        "CreatedApiKey",
+    ] {
         assert!(schemas.contains_key(s), "schema {s} missing");
     }
-    let docs = app.request(Method::GET, "/api/v1/docs").send().await.unwrap();
+    let docs = app
+        .request(Method::GET, "/api/v1/docs")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await.unwrap().contains("/api/v1/openapi.json"));
 }

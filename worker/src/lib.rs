@@ -1,25 +1,81 @@
-//! Freight's worker process.
+//! Freight's worker process: an apalis worker pulling "deliver this batch" messages from
+//! Redis, plus three companions — the heartbeater, the cancel listener and (on one worker
+//! at a time) the reconciler.
 //!
-//! Today it connects to Postgres and Redis, checks (or migrates) the schema, registers a
-//! row in `workers` under an id unique to this process start, keeps its heartbeat fresh,
-//! and on SIGTERM marks itself stopped and exits 0. It does not process batches yet: the
-//! batch handler, dispatch and reconciler are the processing-engine issue.
+//! Lifecycle: connect, check (or apply) the schema, register a row in `workers` under an
+//! id unique to this process start, run until SIGTERM; then stop fetching, let in-flight
+//! batches finish within `WORKER_SHUTDOWN_GRACE`, mark the row stopped and exit 0. If the
+//! apalis worker stops by itself (a Redis error), the process exits non-zero so its
+//! supervisor restarts it; its claimed batches are taken over once their heartbeats expire.
 
-use std::{sync::Arc, time::Duration};
+pub mod batch_handler;
+pub mod cancel_listener;
+pub mod engine;
+pub mod heartbeater;
+pub mod inflight;
+pub mod reconciler;
 
-use anyhow::Context;
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use apalis::{
+    layers::WorkerBuilderExt,
+    prelude::{Monitor, ParallelizeExt, PollSnapshot, PollStrategy, WorkerBuilder},
+};
+use apalis_core::backend::ext::BackendExt;
+use apalis_redis::RedisStorage;
 use freight_core::{
     config::Settings,
-    db, queue,
+    db,
+    destinations::Connectors,
+    dispatch::{DeliverBatch, Dispatcher, queue_config},
+    queue,
     repo::workers::{self, NewWorker},
 };
 use rand::Rng;
-use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    engine::Engine,
+    inflight::Inflight,
+    reconciler::{Reconciler, ReconcilerConfig},
+};
+
+/// How often the worker looks for due tasks. apalis-redis only fetches when woken, and its
+/// interval strategies stall (stack notes §2), so this one always re-arms its timer.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+struct Tick(tokio::time::Interval);
+
+impl Tick {
+    fn every(d: Duration) -> Self {
+        let mut interval = tokio::time::interval(d);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self(interval)
+    }
+}
+
+impl PollStrategy for Tick {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+        let mut fired = false;
+        while self.0.poll_tick(cx).is_ready() {
+            fired = true;
+        }
+        if fired {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
 
 pub struct Worker {
-    db: DatabaseConnection,
-    settings: Arc<Settings>,
-    id: String,
+    engine: Arc<Engine>,
+    redis: redis::aio::ConnectionManager,
     host: String,
 }
 
@@ -36,66 +92,139 @@ impl Worker {
             .await
             .context("Redis does not answer PING (REDIS_URL)")?;
         let host = hostname();
-        Ok(Self {
-            db,
-            id: worker_id(&host),
-            host,
+        let engine = Engine {
+            dispatcher: Dispatcher::new(redis.clone(), &settings.redis.queue),
+            connectors: Connectors::new(settings.allow_private_destinations),
+            worker_id: worker_id(&host),
+            inflight: Arc::new(Inflight::default()),
             settings: Arc::new(settings),
+            db,
+        };
+        Ok(Self {
+            engine: Arc::new(engine),
+            redis,
+            host,
         })
     }
 
     /// This process's worker id: host, pid and a random suffix, so replicas (and a
     /// restart under the same pid in a fresh container) never share one.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.engine.worker_id
     }
 
-    /// Registers, heartbeats until `shutdown` resolves, then marks itself stopped.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// Runs until `shutdown` resolves (drains, exits Ok) or the apalis worker dies (Err).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let engine = self.engine;
+        let settings = engine.settings.clone();
         workers::register(
-            &self.db,
+            &engine.db,
             NewWorker {
-                id: self.id.clone(),
+                id: engine.worker_id.clone(),
                 host: self.host.clone(),
                 pid: std::process::id() as i32,
-                queue: self.settings.redis.queue.clone(),
-                concurrency: self.settings.worker.concurrency as i32,
+                queue: settings.redis.queue.clone(),
+                concurrency: settings.worker.concurrency as i32,
             },
         )
         .await
         .context("cannot register in the workers table")?;
-        tracing::info!(worker.id = %self.id, "worker registered; batch processing is not built yet");
-        let mut beat = tokio::time::interval(self.settings.worker.heartbeat_interval);
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(worker.id = %engine.worker_id, concurrency = settings.worker.concurrency, "worker started");
+
+        let companions = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(heartbeater::run(engine.clone(), companions.clone()));
+        tasks.spawn(cancel_listener::run(engine.clone(), companions.clone()));
+        let reconciler = Reconciler::new(
+            engine.clone(),
+            ReconcilerConfig {
+                interval: settings.worker.reconciler_interval,
+                heartbeat_timeout: settings.worker.batch_stale_after,
+                overdue_after: settings.worker.reconciler_overdue_after,
+                scan_limit: 500,
+            },
+        );
+        tasks.spawn(reconciler.run(companions.clone()));
+
         tokio::pin!(shutdown);
-        loop {
+        let mut restarts: Vec<std::time::Instant> = Vec::new();
+        let outcome = loop {
+            let monitor = queue_monitor(&engine, self.redis.clone());
+            let ctx = monitor.context();
+            let run = monitor.run();
+            tokio::pin!(run);
             tokio::select! {
-                _ = &mut shutdown => break,
-                _ = beat.tick() => {
-                    if let Err(e) = workers::heartbeat(&self.db, &self.id).await {
-                        tracing::warn!(worker.id = %self.id, error = %e, "heartbeat failed; will retry");
+                r = &mut run => {
+                    // apalis stops a worker on any Redis error (a timeout, a flushed key).
+                    // Postgres still holds every batch, so start a fresh queue worker; only
+                    // if that keeps failing, exit non-zero for the supervisor to act.
+                    restarts.retain(|t| t.elapsed() < Duration::from_secs(60));
+                    restarts.push(std::time::Instant::now());
+                    let why = match r { Ok(()) => "it returned".to_owned(), Err(e) => e.to_string() };
+                    if restarts.len() > MAX_RESTARTS_PER_MINUTE {
+                        break Err(anyhow::anyhow!("the queue worker keeps stopping ({why}); giving up"));
+                    }
+                    tracing::error!(reason = %why, "the queue worker stopped; starting a new one");
+                    tokio::select! {
+                        _ = &mut shutdown => break Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
+                _ = &mut shutdown => {
+                    tracing::info!(grace = ?settings.worker.shutdown_grace, "draining in-flight batches");
+                    let _ = ctx.shutdown();
+                    if tokio::time::timeout(settings.worker.shutdown_grace, &mut run).await.is_err() {
+                        tracing::warn!("shutdown grace expired; unfinished batches will be taken over by other workers");
+                    }
+                    break Ok(());
+                }
             }
-        }
-        // Best effort within a bound: a dead database must not hold the exit.
+        };
+        companions.cancel();
+        while tasks.join_next().await.is_some() {}
         match tokio::time::timeout(
             Duration::from_secs(5),
-            workers::mark_stopped(&self.db, &self.id),
+            workers::mark_stopped(&engine.db, &engine.worker_id),
         )
         .await
         {
-            Ok(Ok(())) => tracing::info!(worker.id = %self.id, "worker stopped"),
-            Ok(Err(e)) => {
-                tracing::warn!(worker.id = %self.id, error = %e, "could not mark the worker stopped")
-            }
-            Err(_) => tracing::warn!(worker.id = %self.id, "timed out marking the worker stopped"),
+            Ok(Ok(())) => tracing::info!(worker.id = %engine.worker_id, "worker stopped"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not mark the worker stopped"),
+            Err(_) => tracing::warn!("timed out marking the worker stopped"),
         }
-        Ok(())
+        outcome
     }
+}
+
+/// More queue-worker restarts than this within a minute and the process gives up.
+const MAX_RESTARTS_PER_MINUTE: usize = 5;
+
+/// The apalis monitor with one queue worker. A fresh worker name each time: apalis
+/// refuses a name whose heartbeat is recent.
+fn queue_monitor(engine: &Arc<Engine>, redis: redis::aio::ConnectionManager) -> Monitor {
+    let settings = engine.settings.clone();
+    let concurrency = settings.worker.concurrency;
+    let data = engine.clone();
+    Monitor::new().register(move |_| {
+        let storage = RedisStorage::<DeliverBatch>::new(redis.clone())
+            .with_config(queue_config(&settings.redis.queue, concurrency));
+        WorkerBuilder::new(format!("freight-{}", uuid::Uuid::new_v4()))
+            .backend(storage.poll_with_strategy(Tick::every(POLL_INTERVAL)))
+            .data(data.clone())
+            .concurrency(concurrency)
+            .retry(apalis::prelude::RetryPolicy::retries(0))
+            .timeout(settings.worker.batch_timeout)
+            .catch_panic()
+            .parallelize(tokio::spawn)
+            .build(batch_handler::deliver_batch)
+    })
 }
 
 /// `freight worker`: build, then run until SIGTERM or Ctrl-C.

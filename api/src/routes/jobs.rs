@@ -45,6 +45,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_job))
         .routes(routes!(upload_records))
         .routes(routes!(start_job))
+        .routes(routes!(cancel_job, cancel_job_put))
 }
 
 /// A job with its batch counts.
@@ -95,6 +96,12 @@ async fn create_job(
     let (status, job) = match jobs::create(&state.db, auth.tenant_id, new, idempotency).await? {
         Created::New(job) => (StatusCode::CREATED, job),
         Created::Existing(job) => (StatusCode::OK, job),
+    };
+    let job = if job.status == JobStatus::Queued {
+        state.admit(auth.tenant_id).await?;
+        jobs::get(&state.db, auth.tenant_id, job.id).await?
+    } else {
+        job
     };
     let location = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id)).expect("ascii");
     let view = job_view(&state.db, job).await?;
@@ -314,7 +321,8 @@ fn stream_error(err: axum::Error) -> ApiError {
     ApiError::bad_request(format!("could not read the request body: {err}"))
 }
 
-/// Close the upload and queue the job: its batches are planned now.
+/// Close the upload and queue the job: its batches are planned now, and it starts
+/// running as soon as its tenant has a free job slot.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/start", tag = "jobs", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 202, body = JobView), (status = 400, body = Problem), (status = 401, body = Problem),
@@ -324,6 +332,41 @@ async fn start_job(
     auth: AuthTenant,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    let job = jobs::start(&state.db, auth.tenant_id, id).await?;
+    jobs::start(&state.db, auth.tenant_id, id).await?;
+    state.admit(auth.tenant_id).await?;
+    let job = jobs::get(&state.db, auth.tenant_id, id).await?;
     Ok((StatusCode::ACCEPTED, Json(job_view(&state.db, job).await?)))
+}
+
+/// Cancel a job. Batches not yet running are cancelled with their records; running ones
+/// stop between records. The job is `cancelling` until they have, then `cancelled`; a
+/// job that had not started is `cancelled` at once. A finished job is a 409.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("api_key" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 202, body = JobView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn cancel_job(
+    State(state): State<AppState>,
+    auth: AuthTenant,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let cancelled = freight_core::repo::lifecycle::cancel(&state.db, auth.tenant_id, id).await?;
+    state.dispatch(&cancelled.to_dispatch).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(job_view(&state.db, cancelled.job).await?),
+    ))
+}
+
+/// Cancel a job (`PUT` form of the same action).
+#[utoipa::path(put, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("api_key" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 202, body = JobView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn cancel_job_put(
+    state: State<AppState>,
+    auth: AuthTenant,
+    id: ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    cancel_job(state, auth, id).await
 }

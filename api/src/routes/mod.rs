@@ -3,8 +3,14 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod batches;
+pub mod dead_letters;
 pub mod jobs;
+pub mod logs;
 pub mod ops;
+pub mod retries;
+pub mod retry_policies;
+pub mod stats;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -13,6 +19,12 @@ use crate::state::AppState;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(jobs::router())
+        .merge(batches::router())
+        .merge(logs::router())
+        .merge(dead_letters::router())
+        .merge(retries::router())
+        .merge(stats::router())
+        .merge(retry_policies::router())
         .merge(api_keys::router())
         .merge(admin::router())
         .merge(ops::router())

@@ -327,16 +327,50 @@ fn refuse_if_forbidden(ip: IpAddr) -> Result<(), String> {
     }
 }
 
-/// Replaces the password of a URL (if any) with `redacted`.
+/// Replaces a URL's secrets with `redacted`: the password of its user info, and the
+/// value of every query parameter that names a secret (`password`, `sslpassword`,
+/// `token`, `api_key`, ...), as Postgres connection URLs and many APIs carry them there.
 pub fn redact_url(raw: &str) -> String {
-    match Url::parse(raw) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some(REDACTED_PASSWORD));
-            url.to_string()
-        }
-        Ok(url) => url.to_string(),
-        Err(_) => REDACTED.to_owned(),
+    let Ok(mut url) = Url::parse(raw) else {
+        return REDACTED.to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some(REDACTED_PASSWORD));
     }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = is_secret_param(&k);
+                (
+                    k.into_owned(),
+                    if secret {
+                        REDACTED_PASSWORD.to_owned()
+                    } else {
+                        v.into_owned()
+                    },
+                )
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+fn is_secret_param(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "signature",
+        "credential",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
 }
 
 #[cfg(test)]

@@ -80,15 +80,18 @@ impl CreateJobRequest {
     pub fn validate(self, default_retry: RetryPolicy) -> Result<NewJob> {
         let mut problems = Problems::default();
         let name = match self.name {
-            Some(n) if n.trim().is_empty() || n.chars().count() > 200 => {
-                problems.push("name", "must be 1 to 200 characters");
+            Some(n) if n.trim().is_empty() || n.chars().count() > 200 || n.contains('\0') => {
+                problems.push("name", "must be 1 to 200 characters, without NUL (\\u0000)");
                 None
             }
             other => other,
         };
         let record_key = match self.record_key {
-            Some(k) if k.is_empty() || k.len() > 256 => {
-                problems.push("record_key", "must be 1 to 256 characters");
+            Some(k) if k.is_empty() || k.len() > 256 || k.contains('\0') => {
+                problems.push(
+                    "record_key",
+                    "must be 1 to 256 characters, without NUL (\\u0000)",
+                );
                 None
             }
             other => other,

@@ -77,3 +77,118 @@ pub async fn counts(
     }
     Ok(out)
 }
+
+/// A batch this worker has claimed, with what delivery needs from its job.
+#[derive(Debug, Clone, sea_orm::FromQueryResult)]
+pub struct ClaimedBatch {
+    pub id: Uuid,
+    pub job_id: Uuid,
+    pub tenant_id: Uuid,
+    pub seq: i32,
+    pub first_record_seq: i64,
+    pub last_record_seq: i64,
+    /// This delivery's number for the batch (1 for the first).
+    pub attempts: i32,
+    pub next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub destination: serde_json::Value,
+    pub retry_policy: serde_json::Value,
+}
+
+/// Claims a batch for `worker_id` in one guarded UPDATE. Matches only a batch that is
+/// queued or retry-scheduled (and due, give or take the queue's one-second resolution),
+/// or running with a heartbeat older than `stale_after_secs` (its worker died), of a job
+/// that is still running. `None` means a duplicate or stale message: drop it.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    batch_id: Uuid,
+    worker_id: &str,
+    stale_after_secs: f64,
+) -> Result<Option<ClaimedBatch>> {
+    use sea_orm::FromQueryResult;
+    Ok(ClaimedBatch::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE batches b
+         SET status = 'running', attempts = b.attempts + 1, worker_id = $2, heartbeat_at = now(), updated_at = now()
+         FROM jobs j
+         WHERE b.id = $1 AND j.id = b.job_id AND j.status = 'running'
+           AND ((b.status IN ('queued', 'retry_scheduled')
+                 AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= now() + interval '2 seconds'))
+                OR (b.status = 'running' AND b.heartbeat_at < now() - make_interval(secs => $3)))
+         RETURNING b.id, b.job_id, b.tenant_id, b.seq, b.first_record_seq, b.last_record_seq, b.attempts,
+                   b.next_attempt_at, j.destination, j.retry_policy",
+        [batch_id.into(), worker_id.into(), stale_after_secs.into()],
+    ))
+    .one(db)
+    .await?)
+}
+
+/// A record still to deliver, with the attempts it has had.
+#[derive(Debug, Clone, sea_orm::FromQueryResult)]
+pub struct PendingRecord {
+    pub seq: i64,
+    pub payload: serde_json::Value,
+    pub attempts: i32,
+}
+
+/// The batch's records that have no terminal outcome yet, in order.
+pub async fn pending_records(
+    db: &impl ConnectionTrait,
+    batch: &ClaimedBatch,
+) -> Result<Vec<PendingRecord>> {
+    use sea_orm::FromQueryResult;
+    Ok(
+        PendingRecord::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT seq, payload, attempts FROM job_records
+         WHERE job_id = $1 AND seq BETWEEN $2 AND $3 AND status = 'pending' ORDER BY seq",
+            [
+                batch.job_id.into(),
+                batch.first_record_seq.into(),
+                batch.last_record_seq.into(),
+            ],
+        ))
+        .all(db)
+        .await?,
+    )
+}
+
+/// Refreshes the heartbeat of this worker's running batches in one statement. Returns
+/// those that should go on: a batch missing from the answer was taken over by another
+/// worker or belongs to a job that is no longer running, and must stop.
+pub async fn heartbeat(
+    db: &impl ConnectionTrait,
+    worker_id: &str,
+    batch_ids: &[Uuid],
+) -> Result<Vec<Uuid>> {
+    if batch_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "WITH beat AS (
+                 UPDATE batches SET heartbeat_at = now()
+                 WHERE id = ANY($1) AND status = 'running' AND worker_id = $2 RETURNING id, job_id)
+             SELECT beat.id FROM beat JOIN jobs j ON j.id = beat.job_id WHERE j.status = 'running'",
+            [batch_ids.to_vec().into(), worker_id.into()],
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
+        .collect())
+}
+
+/// One of the tenant's batches; another tenant's batch is not found.
+pub async fn get(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    batch_id: Uuid,
+) -> Result<entity::batch::Model> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    entity::batch::Entity::find_by_id(batch_id)
+        .filter(entity::batch::Column::TenantId.eq(tenant_id))
+        .one(db)
+        .await?
+        .ok_or(crate::Error::NotFound("batch"))
+}

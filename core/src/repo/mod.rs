@@ -5,9 +5,14 @@
 pub mod api_keys;
 pub mod batches;
 pub mod jobs;
+pub mod ledger;
+pub mod lifecycle;
 pub mod page;
+pub mod reads;
+pub mod reconcile;
 pub mod records;
 pub mod tenants;
+pub mod windows;
 pub mod workers;
 
 use sea_orm::{DbErr, SqlErr};

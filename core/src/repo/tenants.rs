@@ -14,6 +14,9 @@ use crate::{
     error::{Error, Result},
 };
 
+/// Largest rate limit and burst the schema allows.
+pub const MAX_RATE: i32 = 1_000_000;
+
 pub struct NewTenant {
     pub name: String,
     pub max_concurrent_jobs: i32,
@@ -29,7 +32,7 @@ pub async fn create(db: &impl ConnectionTrait, new: NewTenant) -> Result<tenant:
         status: Set(TenantStatus::Active),
         max_concurrent_jobs: Set(new.max_concurrent_jobs),
         rate_limit_per_second: Set(new.rate_limit_per_second),
-        rate_limit_burst: Set(new.rate_limit_per_second.saturating_mul(2)),
+        rate_limit_burst: Set(new.rate_limit_per_second.saturating_mul(2).min(MAX_RATE)),
         max_records_per_job: Set(None),
         retry_policy: Set(None),
         created_at: Set(now),

@@ -62,7 +62,7 @@ async fn create_tenant(
 ) -> ApiResult<(StatusCode, Json<TenantView>)> {
     let mut errors = Vec::new();
     let name = req.name.map(|n| n.trim().to_owned()).unwrap_or_default();
-    if name.is_empty() || name.chars().count() > 200 {
+    if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
         errors.push(FieldError::new("name", "is required, 1 to 200 characters"));
     }
     let mut bounded = |field: &str, v: Option<i64>, default: i64, hi: i64| -> i32 {

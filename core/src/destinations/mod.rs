@@ -1,0 +1,94 @@
+//! Destinations: where a batch's records are delivered, behind one trait.
+//!
+//! A connector receives a batch's unfinished records and returns exactly one
+//! [`RecordResult`] per record, in input order, classifying each as succeeded, transient
+//! (retry later) or permanent (dead-letter now). It never returns an error for the batch
+//! as a whole: a destination that cannot be reached makes every record transient.
+//! When `cancel` fires, a connector starts no new write; records it did not attempt come
+//! back [`Outcome::NotAttempted`].
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub mod http;
+pub mod postgres;
+pub mod resolver;
+
+use crate::domain::destination::Destination;
+
+/// One staged record to deliver.
+#[derive(Debug, Clone)]
+pub struct RecordToDeliver {
+    pub seq: i64,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Worth retrying: network errors, timeouts, 408/429/5xx, deadlocks, serialization
+    /// failures, connection loss.
+    Transient(String),
+    /// Retrying will not help: other 4xx, constraint violations, type errors.
+    Permanent(String),
+    /// Not attempted because the batch was cancelled.
+    NotAttempted,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordResult {
+    pub seq: i64,
+    pub outcome: Outcome,
+    /// Time spent on this record's write (for bulk writes, the statement's time).
+    pub duration_ms: i32,
+}
+
+pub trait Connector: Send + Sync {
+    /// Delivers `records` of job `job_id`. Returns one result per record, in order.
+    fn deliver<'a>(
+        &'a self,
+        job_id: Uuid,
+        records: &'a [RecordToDeliver],
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Vec<RecordResult>>;
+}
+
+/// Shared connection state for every destination a worker talks to: one HTTP client
+/// (one connection pool) for all HTTP destinations, one Postgres pool per destination URL.
+pub struct Connectors {
+    http: http::HttpClient,
+    postgres: postgres::PoolCache,
+}
+
+impl Connectors {
+    pub fn new(allow_private: bool) -> Self {
+        Self {
+            http: http::HttpClient::new(allow_private),
+            postgres: postgres::PoolCache::new(allow_private),
+        }
+    }
+
+    /// Connectors from clients configured by the caller (e.g. `HttpClient::with_concurrency`,
+    /// `PoolCache::with_settings`).
+    pub fn from_parts(http: http::HttpClient, postgres: postgres::PoolCache) -> Self {
+        Self { http, postgres }
+    }
+
+    /// Closes every destination database pool (at shutdown). HTTP connections close when
+    /// the client is dropped.
+    pub async fn close(&self) {
+        self.postgres.close().await;
+    }
+
+    /// The connector for one job's destination.
+    pub fn for_destination(&self, destination: &Destination) -> Arc<dyn Connector> {
+        match destination {
+            Destination::Http(spec) => Arc::new(self.http.connector(spec.clone())),
+            Destination::Postgres(spec) => Arc::new(self.postgres.connector(spec.clone())),
+        }
+    }
+}

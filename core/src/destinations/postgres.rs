@@ -1,0 +1,1146 @@
+//! The Postgres destination: each record's top-level fields map to columns of the same
+//! name, and a batch is written with ONE statement:
+//!
+//! ```sql
+//! INSERT INTO t (a, b) SELECT r.a, r.b FROM jsonb_populate_recordset(NULL::t, $1::jsonb) AS r
+//!   [ON CONFLICT (key) DO UPDATE SET b = EXCLUDED.b]
+//! ```
+//!
+//! When the statement fails because of the data (classes 21, 22, 23, 42, P0, 44), the
+//! failing set is split in halves, each retried as its own statement, recursively, so that
+//! only the records that fail alone are permanent and the rest of the batch lands.
+//!
+//! One pool per destination URL, created lazily and kept while it is used; the table's
+//! columns are read once per pool and table (and again when a record names a column the
+//! cache does not know).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{FutureExt, future::BoxFuture};
+use sea_orm::sqlx::{
+    self, ConnectOptions, Executor,
+    postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgSslMode},
+};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+use uuid::Uuid;
+
+use super::{
+    Connector, Outcome, RecordResult, RecordToDeliver,
+    resolver::{self, ResolveError},
+};
+use crate::domain::destination::{PostgresDestination, WriteMode, redact_url};
+
+/// Pool settings for destination databases.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Connections per destination URL.
+    pub max_connections: u32,
+    /// How long a batch waits for a connection (connecting included) before its records
+    /// count as transient failures.
+    pub acquire_timeout: Duration,
+    /// Idle connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// A destination statement running longer than this is cancelled (transient).
+    pub statement_timeout: Duration,
+    /// A pool unused for this long is closed and forgotten.
+    pub pool_ttl: Duration,
+    /// When private destinations are refused, a pool is rebuilt (its host resolved and
+    /// checked again) after this long, so that it follows DNS changes.
+    pub re_resolve_after: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            statement_timeout: Duration::from_secs(60),
+            pool_ttl: Duration::from_secs(10 * 60),
+            re_resolve_after: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// One pool per destination URL, shared by every Postgres destination of a worker.
+#[derive(Clone)]
+pub struct PoolCache {
+    inner: Arc<CacheInner>,
+}
+
+struct CacheInner {
+    allow_private: bool,
+    settings: PoolSettings,
+    pools: Mutex<HashMap<String, Arc<PoolEntry>>>,
+}
+
+struct PoolEntry {
+    pool: PgPool,
+    created: Instant,
+    last_used: Mutex<Instant>,
+    /// Columns of each table written through this pool, keyed by the spec's table name.
+    columns: Mutex<HashMap<String, Arc<TableColumns>>>,
+}
+
+/// A table's columns, in table order.
+#[derive(Debug)]
+struct TableColumns {
+    names: Vec<String>,
+    set: HashSet<String>,
+}
+
+impl TableColumns {
+    fn new(names: Vec<String>) -> Self {
+        let set = names.iter().cloned().collect();
+        Self { names, set }
+    }
+}
+
+impl PoolCache {
+    pub fn new(allow_private: bool) -> Self {
+        Self::with_settings(allow_private, PoolSettings::default())
+    }
+
+    pub fn with_settings(allow_private: bool, settings: PoolSettings) -> Self {
+        Self {
+            inner: Arc::new(CacheInner {
+                allow_private,
+                settings,
+                pools: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The connector for one destination. Cheap: pools are created on first delivery.
+    pub fn connector(&self, spec: PostgresDestination) -> PostgresConnector {
+        PostgresConnector {
+            cache: self.clone(),
+            target: Arc::new(Target::new(&spec)),
+            spec,
+        }
+    }
+
+    /// How many destination pools are open.
+    pub fn pool_count(&self) -> usize {
+        self.inner.pools.lock().expect("pool map poisoned").len()
+    }
+
+    /// Closes every pool (at shutdown).
+    pub async fn close(&self) {
+        let pools: Vec<_> = self
+            .inner
+            .pools
+            .lock()
+            .expect("pool map poisoned")
+            .drain()
+            .map(|(_, entry)| entry)
+            .collect();
+        for entry in pools {
+            entry.pool.close().await;
+        }
+    }
+
+    /// The pool for `url`, creating it (and checking its address) when needed.
+    async fn entry(&self, url: &str) -> Result<Arc<PoolEntry>, BatchFailure> {
+        let settings = &self.inner.settings;
+        {
+            let mut pools = self.inner.pools.lock().expect("pool map poisoned");
+            let now = Instant::now();
+            // Forget pools nobody used for a while.
+            pools.retain(|_, entry| {
+                let idle = now.duration_since(*entry.last_used.lock().expect("poisoned"));
+                let keep = idle < settings.pool_ttl;
+                if !keep {
+                    close_in_background(entry.pool.clone());
+                }
+                keep
+            });
+            if let Some(entry) = pools.get(url) {
+                let fresh = self.inner.allow_private
+                    || now.duration_since(entry.created) < settings.re_resolve_after;
+                if fresh {
+                    *entry.last_used.lock().expect("poisoned") = now;
+                    return Ok(entry.clone());
+                }
+            }
+        }
+        let options = self.connect_options(url).await?;
+        // A session setting rather than a startup parameter: PgBouncer refuses `options`.
+        let set_timeout = format!(
+            "SET statement_timeout = {}",
+            settings.statement_timeout.as_millis()
+        );
+        let pool = PgPoolOptions::new()
+            .after_connect(move |conn, _meta| {
+                let sql = set_timeout.clone();
+                Box::pin(async move {
+                    conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                    Ok(())
+                })
+            })
+            .max_connections(settings.max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout)
+            .idle_timeout(settings.idle_timeout)
+            .max_lifetime(Duration::from_secs(30 * 60))
+            .connect_lazy_with(options);
+        let now = Instant::now();
+        let entry = Arc::new(PoolEntry {
+            pool,
+            created: now,
+            last_used: Mutex::new(now),
+            columns: Mutex::new(HashMap::new()),
+        });
+        let mut pools = self.inner.pools.lock().expect("pool map poisoned");
+        match pools.get(url) {
+            // Another batch created a fresh one meanwhile: use it, drop ours (it never
+            // connected).
+            Some(existing)
+                if self.inner.allow_private
+                    || now.duration_since(existing.created) < settings.re_resolve_after =>
+            {
+                Ok(existing.clone())
+            }
+            _ => {
+                if let Some(old) = pools.insert(url.to_owned(), entry.clone()) {
+                    close_in_background(old.pool.clone());
+                }
+                Ok(entry)
+            }
+        }
+    }
+
+    /// Connection options for a destination URL. When private destinations are refused,
+    /// the host is resolved and checked here and the pool connects to the checked
+    /// address, not to whatever the name resolves to later.
+    async fn connect_options(&self, url: &str) -> Result<PgConnectOptions, BatchFailure> {
+        let parsed = Url::parse(url).map_err(|e| {
+            BatchFailure::Permanent(format!("invalid destination URL {}: {e}", redact_url(url)))
+        })?;
+        let mut options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+            BatchFailure::Permanent(format!(
+                "invalid destination URL {}: {}",
+                redact_url(url),
+                e
+            ))
+        })?;
+        // Never lend the worker's own credentials (PGPASSWORD, ~/.pgpass) to a tenant's
+        // destination: only a password written in the URL is sent.
+        if parsed.password().is_none() && !parsed.query_pairs().any(|(k, _)| k == "password") {
+            options = options.password("");
+        }
+        if !self.inner.allow_private {
+            if options.get_socket().is_some() {
+                return Err(BatchFailure::Permanent(
+                    "a Unix socket is a local destination; private destinations are refused unless the operator sets FREIGHT_ALLOW_PRIVATE_DESTINATIONS=true".into(),
+                ));
+            }
+            let host = options.get_host().to_owned();
+            let addrs = resolver::resolve_checked(&host, options.get_port())
+                .await
+                .map_err(|e| match e {
+                    ResolveError::Forbidden(forbidden) => {
+                        BatchFailure::Permanent(forbidden.to_string())
+                    }
+                    ResolveError::Lookup(message) => BatchFailure::Transient(message),
+                })?;
+            // Connect to the address we checked. `verify-full` must check the certificate
+            // against the name, so it keeps the name (TLS then refuses a rebound host).
+            if !matches!(options.get_ssl_mode(), PgSslMode::VerifyFull) {
+                options = options.host(&addrs[0].ip().to_string());
+            }
+        }
+        Ok(options
+            .application_name("freight")
+            .disable_statement_logging())
+    }
+}
+
+fn close_in_background(pool: PgPool) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(async move { pool.close().await });
+    }
+}
+
+/// A failure of the whole batch before any statement ran.
+#[derive(Debug)]
+enum BatchFailure {
+    Transient(String),
+    Permanent(String),
+}
+
+impl BatchFailure {
+    fn outcome(&self) -> Outcome {
+        match self {
+            BatchFailure::Transient(m) => Outcome::Transient(m.clone()),
+            BatchFailure::Permanent(m) => Outcome::Permanent(m.clone()),
+        }
+    }
+}
+
+/// The spec's table and key, quoted once.
+struct Target {
+    /// Quoted `"schema"."name"` or `"name"`.
+    table_sql: String,
+    key_sql: String,
+    error: Option<String>,
+}
+
+impl Target {
+    fn new(spec: &PostgresDestination) -> Self {
+        let parts: Vec<&str> = spec.table.split('.').collect();
+        let valid_table = (1..=2).contains(&parts.len())
+            && parts
+                .iter()
+                .all(|p| crate::domain::destination::is_identifier(p));
+        let invalid_key = spec
+            .key
+            .iter()
+            .find(|k| !crate::domain::destination::is_identifier(k));
+        let error = if !valid_table {
+            Some(format!("`{}` is not a table name", spec.table))
+        } else if spec.key.is_empty() && spec.mode == WriteMode::Upsert {
+            Some("upsert needs at least one key column".to_owned())
+        } else {
+            invalid_key.map(|k| format!("`{k}` is not a column name"))
+        };
+        Self {
+            table_sql: parts
+                .iter()
+                .map(|p| quote_ident(p))
+                .collect::<Vec<_>>()
+                .join("."),
+            key_sql: spec
+                .key
+                .iter()
+                .map(|k| quote_ident(k))
+                .collect::<Vec<_>>()
+                .join(", "),
+            error,
+        }
+    }
+}
+
+/// A double-quoted identifier (identifiers were validated, this is belt and braces).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Delivers records to one Postgres table.
+#[derive(Clone)]
+pub struct PostgresConnector {
+    cache: PoolCache,
+    spec: PostgresDestination,
+    target: Arc<Target>,
+}
+
+impl Connector for PostgresConnector {
+    fn deliver<'a>(
+        &'a self,
+        _job_id: Uuid,
+        records: &'a [RecordToDeliver],
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Vec<RecordResult>> {
+        async move {
+            let mut results: Vec<Option<(Outcome, i32)>> = vec![None; records.len()];
+            if let Err(failure) = self.deliver_into(records, cancel, &mut results).await {
+                let outcome = failure.outcome();
+                for slot in results.iter_mut().filter(|s| s.is_none()) {
+                    *slot = Some((outcome.clone(), 0));
+                }
+            }
+            records
+                .iter()
+                .zip(results)
+                .map(|(record, result)| {
+                    let (outcome, duration_ms) = result.unwrap_or_else(|| {
+                        (
+                            Outcome::Transient(
+                                "internal error: record left without an outcome".into(),
+                            ),
+                            0,
+                        )
+                    });
+                    RecordResult {
+                        seq: record.seq,
+                        outcome,
+                        duration_ms,
+                    }
+                })
+                .collect()
+        }
+        .boxed()
+    }
+}
+
+/// How a failed statement is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorClass {
+    /// Worth retrying later: every record of the statement is transient.
+    Transient,
+    /// Caused by the destination itself (no table, no privilege, bad conflict target):
+    /// every record is permanent, no bisection.
+    AllPermanent,
+    /// The table's columns changed under the cache: forget them, retry later.
+    SchemaChanged,
+    /// Caused by some of the records: bisect to find them.
+    Isolate,
+}
+
+fn classify(err: &sqlx::Error, acquire_timeout: Duration) -> (ErrorClass, String) {
+    use ErrorClass::*;
+    match err {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let class = code.get(..2).unwrap_or("");
+            let mut message = format!("{} (SQLSTATE {code})", db.message());
+            if matches!(code.as_str(), "23505" | "23503")
+                && let Some(detail) = db
+                    .try_downcast_ref::<PgDatabaseError>()
+                    .and_then(|e| e.detail())
+            {
+                message = format!("{} ({detail}) (SQLSTATE {code})", db.message());
+            }
+            let message = truncate(&message, 300);
+            let kind = match (code.as_str(), class) {
+                ("42703", _) => SchemaChanged,
+                ("42P01" | "42P10" | "42501" | "42601" | "42809" | "3F000" | "0A000", _) => {
+                    AllPermanent
+                }
+                (_, "28" | "3D") => AllPermanent,
+                ("25006", _) => Transient,
+                (_, "08" | "40" | "53" | "55" | "57" | "58" | "XX") => Transient,
+                (_, "21" | "22" | "23" | "42" | "44" | "P0") => Isolate,
+                _ => Transient,
+            };
+            (kind, message)
+        }
+        sqlx::Error::PoolTimedOut => (
+            Transient,
+            format!(
+                "no database connection within {} ms (destination unreachable or busy)",
+                acquire_timeout.as_millis()
+            ),
+        ),
+        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            (Transient, "connection refused".into())
+        }
+        sqlx::Error::Io(e) => (Transient, truncate(&format!("connection error: {e}"), 300)),
+        sqlx::Error::Tls(e) => (Transient, truncate(&format!("TLS error: {e}"), 300)),
+        sqlx::Error::Configuration(e) => (
+            AllPermanent,
+            truncate(&format!("invalid connection settings: {e}"), 300),
+        ),
+        other => (Transient, truncate(&other.to_string(), 300)),
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    let mut chars = s.chars();
+    let mut out: String = chars.by_ref().take(max_chars).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+fn millis(d: Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
+}
+
+impl PostgresConnector {
+    /// The destination this connector delivers to.
+    pub fn spec(&self) -> &PostgresDestination {
+        &self.spec
+    }
+
+    /// Fills `results`; an `Err` applies to every record still without an outcome.
+    async fn deliver_into(
+        &self,
+        records: &[RecordToDeliver],
+        cancel: &CancellationToken,
+        results: &mut [Option<(Outcome, i32)>],
+    ) -> Result<(), BatchFailure> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if cancel.is_cancelled() {
+            results.fill(Some((Outcome::NotAttempted, 0)));
+            return Ok(());
+        }
+        if let Some(error) = &self.target.error {
+            return Err(BatchFailure::Permanent(error.clone()));
+        }
+        let entry = self.cache.entry(&self.spec.url).await?;
+        let acquire_timeout = self.cache.inner.settings.acquire_timeout;
+
+        // Which fields are columns: per record, with one refresh of the cached columns
+        // when a record names a column the cache does not know.
+        let mut columns = self.columns(&entry, false).await?;
+        let mut refreshed = false;
+        loop {
+            let unknown_field = records.iter().any(|r| {
+                r.payload
+                    .as_object()
+                    .is_some_and(|o| o.keys().any(|k| !columns.set.contains(k)))
+            });
+            if !unknown_field || refreshed {
+                break;
+            }
+            columns = self.columns(&entry, true).await?;
+            refreshed = true;
+        }
+        if self.spec.mode == WriteMode::Upsert
+            && let Some(missing) = self.spec.key.iter().find(|k| !columns.set.contains(*k))
+        {
+            return Err(BatchFailure::Permanent(format!(
+                "key column `{missing}` does not exist in `{}`",
+                self.spec.table
+            )));
+        }
+        let mut candidates = Vec::with_capacity(records.len());
+        let mut fields: HashSet<&str> = HashSet::new();
+        for (i, record) in records.iter().enumerate() {
+            let problem = match record.payload.as_object() {
+                None => Some("record is not a JSON object".to_owned()),
+                Some(o) if o.is_empty() => Some("record has no fields".to_owned()),
+                Some(o) => o
+                    .keys()
+                    .find(|k| !columns.set.contains(*k))
+                    .map(|k| format!("column `{k}` does not exist in `{}`", self.spec.table)),
+            };
+            match problem {
+                Some(message) => results[i] = Some((Outcome::Permanent(message), 0)),
+                None => {
+                    candidates.push(i);
+                    fields.extend(
+                        record
+                            .payload
+                            .as_object()
+                            .into_iter()
+                            .flat_map(|o| o.keys().map(String::as_str)),
+                    );
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        // The batch's columns in table order (a stable statement text for a stable shape).
+        let used: Vec<&str> = columns
+            .names
+            .iter()
+            .map(String::as_str)
+            .filter(|c| fields.contains(c))
+            .collect();
+        let sql = self.insert_sql(&used);
+
+        // Bisection, depth first, left half first.
+        let mut stack = vec![candidates];
+        while let Some(set) = stack.pop() {
+            if cancel.is_cancelled() {
+                for i in set.into_iter().chain(stack.drain(..).flatten()) {
+                    results[i] = Some((Outcome::NotAttempted, 0));
+                }
+                break;
+            }
+            let payload = serde_json::to_string(
+                &set.iter()
+                    .map(|&i| &records[i].payload)
+                    .collect::<Vec<&Value>>(),
+            )
+            .map_err(|e| BatchFailure::Permanent(format!("records are not serialisable: {e}")))?;
+            let started = Instant::now();
+            let outcome = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(payload)
+                .execute(&entry.pool)
+                .await;
+            let took = millis(started.elapsed());
+            let err = match outcome {
+                Ok(_) => {
+                    for i in set {
+                        results[i] = Some((Outcome::Succeeded, took));
+                    }
+                    continue;
+                }
+                Err(err) => err,
+            };
+            let (class, message) = classify(&err, acquire_timeout);
+            if class == ErrorClass::Isolate {
+                let mut left = set;
+                if left.len() == 1 {
+                    results[left[0]] = Some((Outcome::Permanent(message), took));
+                } else {
+                    let right = left.split_off(left.len() / 2);
+                    stack.push(right);
+                    stack.push(left);
+                }
+                continue;
+            }
+            // A failure of the destination, not of these records: it applies to every
+            // record not written yet, and ends the batch.
+            let outcome = match class {
+                ErrorClass::AllPermanent => Outcome::Permanent(message),
+                ErrorClass::SchemaChanged => {
+                    self.forget_columns(&entry);
+                    Outcome::Transient(format!(
+                        "the columns of `{}` changed: {message}",
+                        self.spec.table
+                    ))
+                }
+                ErrorClass::Transient | ErrorClass::Isolate => Outcome::Transient(message),
+            };
+            for i in set.into_iter().chain(stack.drain(..).flatten()) {
+                results[i] = Some((outcome.clone(), took));
+            }
+            break;
+        }
+        Ok(())
+    }
+
+    /// `INSERT … SELECT … FROM jsonb_populate_recordset(…)`, with the upsert clause.
+    fn insert_sql(&self, columns: &[&str]) -> String {
+        let table = &self.target.table_sql;
+        let cols = columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let selected = columns
+            .iter()
+            .map(|c| format!("r.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut sql = format!(
+            "INSERT INTO {table} ({cols}) SELECT {selected} FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) AS r"
+        );
+        if self.spec.mode == WriteMode::Upsert {
+            let updates = columns
+                .iter()
+                .filter(|c| !self.spec.key.iter().any(|k| k == *c))
+                .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+                .collect::<Vec<_>>();
+            if updates.is_empty() {
+                sql.push_str(&format!(
+                    " ON CONFLICT ({}) DO NOTHING",
+                    self.target.key_sql
+                ));
+            } else {
+                sql.push_str(&format!(
+                    " ON CONFLICT ({}) DO UPDATE SET {}",
+                    self.target.key_sql,
+                    updates.join(", ")
+                ));
+            }
+        }
+        sql
+    }
+
+    /// The table's columns, from the cache unless `refresh`. A missing table is a
+    /// permanent failure of the batch (one probe, no bisection).
+    async fn columns(
+        &self,
+        entry: &PoolEntry,
+        refresh: bool,
+    ) -> Result<Arc<TableColumns>, BatchFailure> {
+        if !refresh
+            && let Some(columns) = entry
+                .columns
+                .lock()
+                .expect("column cache poisoned")
+                .get(&self.spec.table)
+        {
+            return Ok(columns.clone());
+        }
+        const SQL: &str = "SELECT coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) \
+             FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped), \
+             '{}'::text[]) FROM (SELECT to_regclass($1)::oid AS oid) t WHERE t.oid IS NOT NULL";
+        let acquire_timeout = self.cache.inner.settings.acquire_timeout;
+        let found: Option<Vec<String>> = sqlx::query_scalar(SQL)
+            .bind(&self.target.table_sql)
+            .fetch_optional(&entry.pool)
+            .await
+            .map_err(|e| match classify(&e, acquire_timeout) {
+                (ErrorClass::AllPermanent, message) => BatchFailure::Permanent(message),
+                (_, message) => BatchFailure::Transient(message),
+            })?;
+        let Some(names) = found else {
+            return Err(BatchFailure::Permanent(format!(
+                "table `{}` does not exist",
+                self.spec.table
+            )));
+        };
+        let columns = Arc::new(TableColumns::new(names));
+        entry
+            .columns
+            .lock()
+            .expect("column cache poisoned")
+            .insert(self.spec.table.clone(), columns.clone());
+        Ok(columns)
+    }
+
+    fn forget_columns(&self, entry: &PoolEntry) {
+        entry
+            .columns
+            .lock()
+            .expect("column cache poisoned")
+            .remove(&self.spec.table);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
+    use serde_json::json;
+
+    use super::*;
+
+    fn admin_url() -> String {
+        std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    }
+
+    /// A throwaway database, dropped (`WITH (FORCE)`) even when the test panics.
+    struct TestDb {
+        name: String,
+        url: String,
+    }
+
+    impl TestDb {
+        async fn new(schema: &str) -> Self {
+            let name = format!("freight_dest_{}", Uuid::new_v4().simple());
+            let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+            sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            admin.close().await.unwrap();
+            let mut url = Url::parse(&admin_url()).unwrap();
+            url.set_path(&name);
+            let db = Self {
+                name,
+                url: url.to_string(),
+            };
+            let mut conn = db.connect().await;
+            sqlx::raw_sql(AssertSqlSafe(schema.to_owned()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            db
+        }
+
+        async fn connect(&self) -> PgConnection {
+            PgConnection::connect(&self.url).await.unwrap()
+        }
+
+        async fn rows(&self, sql: &str) -> Vec<(i32, Option<String>, Option<i32>)> {
+            let mut conn = self.connect().await;
+            let rows = sqlx::query_as(AssertSqlSafe(sql.to_owned()))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            rows
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let name = self.name.clone();
+            // Async work in `drop`: a runtime of its own, on a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                        let _ = sqlx::query(AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        )))
+                        .execute(&mut admin)
+                        .await;
+                        let _ = admin.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    const PEOPLE: &str =
+        "CREATE TABLE people (id integer PRIMARY KEY, name text NOT NULL, age integer, tags jsonb)";
+
+    fn spec(url: &str, table: &str, mode: WriteMode) -> PostgresDestination {
+        PostgresDestination {
+            url: url.to_owned(),
+            table: table.to_owned(),
+            key: vec!["id".to_owned()],
+            mode,
+        }
+    }
+
+    fn records(payloads: impl IntoIterator<Item = Value>) -> Vec<RecordToDeliver> {
+        payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| RecordToDeliver {
+                seq: i as i64 + 1,
+                payload,
+            })
+            .collect()
+    }
+
+    async fn deliver(
+        connector: &PostgresConnector,
+        batch: &[RecordToDeliver],
+    ) -> Vec<RecordResult> {
+        connector
+            .deliver(Uuid::now_v7(), batch, &CancellationToken::new())
+            .await
+    }
+
+    #[tokio::test]
+    async fn insert_mode_lands_every_row_in_one_statement() {
+        let db = TestDb::new(PEOPLE).await;
+        let cache = PoolCache::new(true);
+        let connector = cache.connector(spec(&db.url, "people", WriteMode::Insert));
+        let batch = records((1..=50).map(
+            |i| json!({"id": i, "name": format!("p{i}"), "age": 20 + i, "tags": ["a", {"b": i}]}),
+        ));
+
+        let results = deliver(&connector, &batch).await;
+
+        assert!(
+            results.iter().all(|r| r.outcome == Outcome::Succeeded),
+            "{results:?}"
+        );
+        assert_eq!(
+            results.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=50).collect::<Vec<_>>()
+        );
+        // One statement wrote them all: every record carries its duration.
+        assert!(
+            results
+                .iter()
+                .all(|r| r.duration_ms == results[0].duration_ms)
+        );
+        let rows = db
+            .rows("SELECT id, name, age FROM people ORDER BY id")
+            .await;
+        assert_eq!(rows.len(), 50);
+        assert_eq!(rows[6], (7, Some("p7".into()), Some(27)));
+
+        // A second batch reuses the pool; a record without `age` gets NULL.
+        let more = records([json!({"id": 51, "name": "no age"})]);
+        assert_eq!(
+            deliver(&connector, &more).await[0].outcome,
+            Outcome::Succeeded
+        );
+        assert_eq!(cache.pool_count(), 1);
+        let rows = db
+            .rows("SELECT id, name, age FROM people WHERE id = 51")
+            .await;
+        assert_eq!(rows, vec![(51, Some("no age".into()), None)]);
+        cache.close().await;
+    }
+
+    #[tokio::test]
+    async fn upsert_mode_updates_existing_rows() {
+        let db = TestDb::new(&format!(
+            "{PEOPLE}; INSERT INTO people (id, name, age) VALUES (1, 'old', 30), (2, 'keep', 40)"
+        ))
+        .await;
+        let cache = PoolCache::new(true);
+        let connector = cache.connector(spec(&db.url, "people", WriteMode::Upsert));
+        let batch = records([
+            json!({"id": 1, "name": "new", "age": 31}),
+            json!({"id": 3, "name": "third", "age": 50}),
+            // The same key twice in one batch: the later record wins.
+            json!({"id": 4, "name": "first"}),
+            json!({"id": 4, "name": "second"}),
+        ]);
+
+        let results = deliver(&connector, &batch).await;
+
+        assert!(
+            results.iter().all(|r| r.outcome == Outcome::Succeeded),
+            "{results:?}"
+        );
+        let rows = db
+            .rows("SELECT id, name, age FROM people ORDER BY id")
+            .await;
+        assert_eq!(
+            rows,
+            vec![
+                (1, Some("new".into()), Some(31)),
+                (2, Some("keep".into()), Some(40)),
+                (3, Some("third".into()), Some(50)),
+                (4, Some("second".into()), None),
+            ]
+        );
+        cache.close().await;
+    }
+
+    #[tokio::test]
+    async fn poison_records_fail_alone_and_the_rest_lands() {
+        let db = TestDb::new(&format!(
+            "{PEOPLE}; INSERT INTO people (id, name) VALUES (1000, 'existing')"
+        ))
+        .await;
+        let cache = PoolCache::new(true);
+        let connector = cache.connector(spec(&db.url, "people", WriteMode::Insert));
+        let mut payloads: Vec<Value> = (1..=100)
+            .map(|i| json!({"id": i, "name": format!("p{i}"), "age": i}))
+            .collect();
+        payloads[9] = json!({"id": 10, "age": 10}); // NOT NULL
+        payloads[49] = json!({"id": 50, "name": "p50", "age": "old"}); // wrong type
+        payloads[74] = json!({"id": 75, "name": "p75", "nickname": "x"}); // unknown column
+        payloads.push(json!({"id": 1000, "name": "dup"})); // unique violation
+        let batch = records(payloads);
+
+        let results = deliver(&connector, &batch).await;
+
+        let failed: Vec<(i64, String)> = results
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                Outcome::Succeeded => None,
+                Outcome::Permanent(m) => Some((r.seq, m.clone())),
+                other => panic!("seq {}: {other:?}", r.seq),
+            })
+            .collect();
+        assert_eq!(
+            failed.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![10, 50, 75, 101],
+            "{failed:?}"
+        );
+        assert!(
+            failed[0].1.contains("not-null") && failed[0].1.contains("23502"),
+            "{}",
+            failed[0].1
+        );
+        assert!(
+            failed[1].1.contains("invalid input syntax") && failed[1].1.contains("22P02"),
+            "{}",
+            failed[1].1
+        );
+        assert_eq!(failed[2].1, "column `nickname` does not exist in `people`");
+        assert!(
+            failed[3].1.contains("already exists") && failed[3].1.contains("23505"),
+            "{}",
+            failed[3].1
+        );
+        let rows = db
+            .rows("SELECT id, name, age FROM people WHERE id < 1000 ORDER BY id")
+            .await;
+        assert_eq!(rows.len(), 97);
+        assert!(!rows.iter().any(|r| [10, 50, 75].contains(&r.0)));
+        cache.close().await;
+    }
+
+    #[tokio::test]
+    async fn schema_qualified_tables_and_composite_keys() {
+        let db = TestDb::new(
+            "CREATE SCHEMA crm; CREATE TABLE crm.\"Contacts\" (tenant text, id integer, email text, PRIMARY KEY (tenant, id))",
+        )
+        .await;
+        let cache = PoolCache::new(true);
+        let mut dest = spec(&db.url, "crm.Contacts", WriteMode::Upsert);
+        dest.key = vec!["tenant".into(), "id".into()];
+        let connector = cache.connector(dest);
+        let batch = records([
+            json!({"tenant": "a", "id": 1, "email": "x@a"}),
+            json!({"tenant": "b", "id": 1, "email": "x@b"}),
+        ]);
+        assert!(
+            deliver(&connector, &batch)
+                .await
+                .iter()
+                .all(|r| r.outcome == Outcome::Succeeded)
+        );
+        let again = records([json!({"tenant": "a", "id": 1, "email": "y@a"})]);
+        assert_eq!(
+            deliver(&connector, &again).await[0].outcome,
+            Outcome::Succeeded
+        );
+        let mut conn = db.connect().await;
+        let emails: Vec<String> =
+            sqlx::query_scalar("SELECT email FROM crm.\"Contacts\" ORDER BY tenant")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(emails, vec!["y@a", "x@b"]);
+        conn.close().await.unwrap();
+        cache.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_table_fails_every_record_permanently() {
+        let db = TestDb::new("SELECT 1").await;
+        let cache = PoolCache::new(true);
+        let connector = cache.connector(spec(&db.url, "nowhere", WriteMode::Insert));
+        let results = deliver(&connector, &records((0..10).map(|i| json!({"id": i})))).await;
+        for r in &results {
+            assert_eq!(
+                r.outcome,
+                Outcome::Permanent("table `nowhere` does not exist".into())
+            );
+        }
+        cache.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_transient() {
+        let cache = PoolCache::with_settings(
+            true,
+            PoolSettings {
+                acquire_timeout: Duration::from_millis(800),
+                ..PoolSettings::default()
+            },
+        );
+        let connector = cache.connector(spec(
+            "postgres://app:pa55word@127.0.0.1:1/db",
+            "people",
+            WriteMode::Insert,
+        ));
+        let started = Instant::now();
+        let results = deliver(&connector, &records((0..3).map(|i| json!({"id": i})))).await;
+        assert!(started.elapsed() < Duration::from_secs(3));
+        for r in &results {
+            match &r.outcome {
+                Outcome::Transient(m) => {
+                    assert!(m.starts_with("no database connection within 800 ms"), "{m}");
+                    assert!(!m.contains("pa55word"), "{m}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn private_databases_are_refused() {
+        let cache = PoolCache::new(false);
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/postgres",
+            "postgres://postgres@localhost:5432/postgres",
+            "postgres://postgres@db.example.com:5432/postgres?host=10.0.0.1",
+            "postgres://postgres@db.example.com:5432/postgres?host=/var/run/postgresql",
+        ] {
+            let connector = cache.connector(spec(url, "people", WriteMode::Insert));
+            let results = deliver(&connector, &records([json!({"id": 1})])).await;
+            match &results[0].outcome {
+                Outcome::Permanent(m) => assert!(
+                    m.contains("private")
+                        && (m.contains("loopback")
+                            || m.contains("private network")
+                            || m.contains("socket")),
+                    "{url}: {m}"
+                ),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        assert_eq!(cache.pool_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_batch_writes_nothing() {
+        let db = TestDb::new(PEOPLE).await;
+        let cache = PoolCache::new(true);
+        let connector = cache.connector(spec(&db.url, "people", WriteMode::Insert));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let batch = records((1..=5).map(|i| json!({"id": i, "name": "x"})));
+        let results = connector.deliver(Uuid::now_v7(), &batch, &cancel).await;
+        assert!(results.iter().all(|r| r.outcome == Outcome::NotAttempted));
+        assert!(db.rows("SELECT id, name, age FROM people").await.is_empty());
+        cache.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_statement_timeout_is_transient() {
+        let db = TestDb::new(&format!(
+            "{PEOPLE}; CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON people FOR EACH ROW EXECUTE FUNCTION slow()"
+        ))
+        .await;
+        let cache = PoolCache::with_settings(
+            true,
+            PoolSettings {
+                statement_timeout: Duration::from_millis(300),
+                ..PoolSettings::default()
+            },
+        );
+        let connector = cache.connector(spec(&db.url, "people", WriteMode::Insert));
+        let results = deliver(&connector, &records([json!({"id": 1, "name": "a"})])).await;
+        match &results[0].outcome {
+            Outcome::Transient(m) => assert!(m.contains("57014"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        cache.close().await;
+    }
+
+    #[tokio::test]
+    async fn columns_added_or_dropped_later_are_picked_up() {
+        let db = TestDb::new(PEOPLE).await;
+        let cache = PoolCache::new(true);
+        let connector = cache.connector(spec(&db.url, "people", WriteMode::Insert));
+        let first = records([json!({"id": 1, "name": "a", "age": 1})]);
+        assert_eq!(
+            deliver(&connector, &first).await[0].outcome,
+            Outcome::Succeeded
+        );
+
+        let mut conn = db.connect().await;
+        sqlx::raw_sql(
+            "ALTER TABLE people ADD COLUMN email text; ALTER TABLE people DROP COLUMN age",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+
+        // A new column: the cache is refreshed because a record names it.
+        let added = records([json!({"id": 2, "name": "b", "email": "b@x"})]);
+        assert_eq!(
+            deliver(&connector, &added).await[0].outcome,
+            Outcome::Succeeded
+        );
+        // The refresh also saw `age` go: a record naming it fails alone.
+        let dropped = records([
+            json!({"id": 3, "name": "c", "age": 3}),
+            json!({"id": 4, "name": "d"}),
+        ]);
+        let results = deliver(&connector, &dropped).await;
+        assert_eq!(
+            results[0].outcome,
+            Outcome::Permanent("column `age` does not exist in `people`".into())
+        );
+        assert_eq!(results[1].outcome, Outcome::Succeeded);
+        cache.close().await;
+    }
+
+    #[test]
+    fn statement_text() {
+        let cache = PoolCache::new(true);
+        let mut dest = spec("postgres://u@h/d", "crm.people", WriteMode::Upsert);
+        dest.key = vec!["id".into()];
+        let connector = cache.connector(dest);
+        assert_eq!(
+            connector.insert_sql(&["id", "name"]),
+            "INSERT INTO \"crm\".\"people\" (\"id\", \"name\") SELECT r.\"id\", r.\"name\" FROM jsonb_populate_recordset(NULL::\"crm\".\"people\", $1::jsonb) AS r ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""
+        );
+        assert!(
+            connector
+                .insert_sql(&["id"])
+                .ends_with("ON CONFLICT (\"id\") DO NOTHING")
+        );
+    }
+}

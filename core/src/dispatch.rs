@@ -1,0 +1,89 @@
+//! Dispatch: the apalis-redis queue that carries "deliver this batch" messages.
+//!
+//! A message holds only a batch id. Redis is a hint, never the truth: a message may be
+//! lost (the reconciler re-dispatches from Postgres) or delivered twice (the claim's
+//! guarded UPDATE lets only one run). Every push gets a fresh task id, because
+//! apalis-redis silently ignores a push whose id it has seen before, and a re-dispatch
+//! must not be ignored.
+
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
+use apalis_redis::{Config, RedisStorage};
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// The one message type: deliver this batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverBatch {
+    pub batch_id: Uuid,
+}
+
+/// The apalis-redis queue configuration shared by the pushers and the workers. The queue
+/// is always named: apalis' default is a Rust type name, which would differ between
+/// builds. Orphans (tasks of a worker that stopped heartbeating) come back after
+/// heartbeat × missed = 30 s instead of the default 300 s.
+pub fn queue_config(queue: &str, fetch_batch: usize) -> Config {
+    Config::default()
+        .queue(queue)
+        .heartbeat_interval(Duration::from_secs(5))
+        .missed_heartbeats(6)
+        .batch_size(fetch_batch.max(1))
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    storage: RedisStorage<DeliverBatch>,
+}
+
+impl Dispatcher {
+    pub fn new(conn: ConnectionManager, queue: &str) -> Self {
+        Self {
+            storage: RedisStorage::new(conn).with_config(queue_config(queue, 10)),
+        }
+    }
+
+    pub fn storage(&self) -> RedisStorage<DeliverBatch> {
+        self.storage.clone()
+    }
+
+    /// Pushes one message per batch, due now.
+    pub async fn push_now(&self, batch_ids: &[Uuid]) -> Result<()> {
+        let mut storage = self.storage.clone();
+        for &batch_id in batch_ids {
+            let task = TaskBuilder::new(DeliverBatch { batch_id })
+                .task_id(fresh_id())
+                .build();
+            storage.push_task(task).await.map_err(push_error)?;
+        }
+        Ok(())
+    }
+
+    /// Pushes a message due at `at`. apalis-redis schedules in whole seconds, so the
+    /// message is scheduled at the second `at` falls in (up to a second early); the
+    /// worker waits out the remainder before delivering.
+    pub async fn push_at(&self, batch_id: Uuid, at: DateTime<Utc>) -> Result<()> {
+        let secs = at.timestamp().max(0) as u64;
+        let task = TaskBuilder::new(DeliverBatch { batch_id })
+            .task_id(fresh_id())
+            .run_at_timestamp(secs)
+            .build();
+        self.storage
+            .clone()
+            .push_task(task)
+            .await
+            .map_err(push_error)
+    }
+}
+
+fn fresh_id() -> TaskId {
+    TaskId::from_string(Uuid::now_v7().to_string())
+}
+
+fn push_error(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("cannot push to the queue: {e}"))
+}

@@ -1,0 +1,352 @@
+//! The ledger: one transaction per batch attempt records every record's outcome, the
+//! records' current status, dead letters, the batch's new state and the job's counters,
+//! then refills the job's window and finalises the job when nothing is left.
+
+use chrono::{DateTime, Utc};
+use entity::{batch::BatchStatus, job::JobStatus};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
+    TransactionTrait, Value, sea_query::ArrayType,
+};
+use uuid::Uuid;
+
+use super::{batches::ClaimedBatch, lifecycle, windows};
+use crate::{
+    destinations::Outcome,
+    domain::retry_policy::RetryPolicy,
+    error::{Error, Result},
+};
+
+/// One record's result in this attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub seq: i64,
+    /// The record's attempt number in this delivery (its earlier attempts + 1).
+    pub attempt: i32,
+    pub outcome: Outcome,
+    pub duration_ms: i32,
+}
+
+/// What the worker must do after the ledger commits.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub batch_status: Option<BatchStatus>,
+    /// When set, push a delayed message for this batch at this time.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Batches newly queued (this job's window, or jobs admitted): push them now.
+    pub to_dispatch: Vec<Uuid>,
+    pub job_finished: Option<JobStatus>,
+    pub succeeded: i64,
+    pub dead_lettered: i64,
+    pub cancelled: i64,
+    pub retrying: i64,
+}
+
+/// The log, record and dead-letter rows one attempt produces.
+#[derive(Default)]
+struct Rows {
+    seq: Vec<i64>,
+    attempt: Vec<i32>,
+    log_status: Vec<String>,
+    error: Vec<Option<String>>,
+    duration: Vec<i32>,
+    rec_seq: Vec<i64>,
+    rec_status: Vec<String>,
+    rec_attempts: Vec<i32>,
+    rec_error: Vec<Option<String>>,
+    dead_seq: Vec<i64>,
+    dead_error: Vec<String>,
+    dead_attempts: Vec<i32>,
+}
+
+impl Rows {
+    fn log(&mut self, r: &AttemptResult, status: &str, error: Option<String>) {
+        self.seq.push(r.seq);
+        self.attempt.push(r.attempt);
+        self.log_status.push(status.to_owned());
+        self.error.push(error);
+        self.duration.push(r.duration_ms);
+    }
+
+    fn record(&mut self, seq: i64, status: &str, attempts: i32, error: Option<String>) {
+        self.rec_seq.push(seq);
+        self.rec_status.push(status.to_owned());
+        self.rec_attempts.push(attempts);
+        self.rec_error.push(error);
+    }
+}
+
+/// Records an attempt's results. Returns `None` when this worker no longer owns the batch
+/// (it was presumed dead and another worker took over): nothing is written, and the
+/// other worker's attempt will record the outcome.
+pub async fn record_attempt(
+    db: &DatabaseConnection,
+    batch: &ClaimedBatch,
+    worker_id: &str,
+    results: &[AttemptResult],
+    policy: &RetryPolicy,
+    jitter_unit: f64,
+) -> Result<Option<Recorded>> {
+    let txn = db.begin().await?;
+    let job_status = lock_job(&txn, batch.job_id).await?;
+    let Some(was_retrying) = lock_owned_batch(&txn, batch, worker_id).await? else {
+        return Ok(None);
+    };
+    let cancelling = job_status != "running";
+    let mut rows = Rows::default();
+    let mut out = Recorded::default();
+    let mut retry_attempt = 0;
+    let mut requeue_now = false;
+    for r in results {
+        match &r.outcome {
+            Outcome::Succeeded => {
+                rows.log(r, "succeeded", None);
+                rows.record(r.seq, "succeeded", r.attempt, None);
+                out.succeeded += 1;
+            }
+            Outcome::Permanent(e) => {
+                rows.log(r, "dead_lettered", Some(e.clone()));
+                rows.record(r.seq, "dead_lettered", r.attempt, Some(e.clone()));
+                rows.dead_seq.push(r.seq);
+                rows.dead_error.push(e.clone());
+                rows.dead_attempts.push(r.attempt);
+                out.dead_lettered += 1;
+            }
+            Outcome::Transient(e) if cancelling => {
+                // Failed, and the job was cancelled meanwhile: no retry, the record ends
+                // cancelled (its terminal row follows the failed attempt's row).
+                rows.log(r, "failed", Some(e.clone()));
+                rows.log(r, "cancelled", Some("job cancelled before a retry".into()));
+                rows.record(r.seq, "cancelled", r.attempt, Some(e.clone()));
+                out.cancelled += 1;
+            }
+            Outcome::Transient(e) if r.attempt >= policy.max_attempts as i32 => {
+                let e = format!("gave up after {} attempts: {e}", r.attempt);
+                rows.log(r, "dead_lettered", Some(e.clone()));
+                rows.record(r.seq, "dead_lettered", r.attempt, Some(e.clone()));
+                rows.dead_seq.push(r.seq);
+                rows.dead_error.push(e);
+                rows.dead_attempts.push(r.attempt);
+                out.dead_lettered += 1;
+            }
+            Outcome::Transient(e) => {
+                rows.log(r, "failed", Some(e.clone()));
+                rows.record(r.seq, "pending", r.attempt, Some(e.clone()));
+                out.retrying += 1;
+                retry_attempt = retry_attempt.max(r.attempt);
+            }
+            Outcome::NotAttempted if cancelling => {
+                let attempted_before = r.attempt - 1;
+                rows.seq.push(r.seq);
+                rows.attempt.push(attempted_before);
+                rows.log_status.push("cancelled".into());
+                rows.error.push(Some(
+                    "job cancelled before this record was delivered".into(),
+                ));
+                rows.duration.push(0);
+                rows.record(r.seq, "cancelled", attempted_before, None);
+                out.cancelled += 1;
+            }
+            Outcome::NotAttempted => {
+                // Stopped without a cancel (the worker is shutting down): not an attempt.
+                // The record stays pending and the batch goes again at once.
+                out.retrying += 1;
+                requeue_now = true;
+            }
+        }
+    }
+    write_rows(&txn, batch, &rows).await?;
+
+    let last_error = results.iter().rev().find_map(|r| match &r.outcome {
+        Outcome::Transient(e) | Outcome::Permanent(e) => Some(e.clone()),
+        _ => None,
+    });
+    let (status, retry_at) = if out.retrying > 0 {
+        let delay = if requeue_now && retry_attempt == 0 {
+            std::time::Duration::ZERO
+        } else {
+            policy.delay_for(retry_attempt.max(1) as u32, jitter_unit)
+        };
+        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        (BatchStatus::RetryScheduled, Some(at))
+    } else if out.cancelled > 0 {
+        (BatchStatus::Cancelled, None)
+    } else if out.dead_lettered > 0 || has_dead_letters(&txn, batch).await? {
+        (BatchStatus::Failed, None)
+    } else {
+        (BatchStatus::Succeeded, None)
+    };
+    update_batch(&txn, batch.id, status, retry_at, out.retrying, last_error).await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE jobs SET succeeded_records = succeeded_records + $2, dead_lettered_records = dead_lettered_records + $3,
+                cancelled_records = cancelled_records + $4, retrying_records = retrying_records - $5 + $6,
+                updated_at = now()
+         WHERE id = $1",
+        [
+            batch.job_id.into(),
+            out.succeeded.into(),
+            out.dead_lettered.into(),
+            out.cancelled.into(),
+            (was_retrying as i64).into(),
+            out.retrying.into(),
+        ],
+    ))
+    .await?;
+    out.to_dispatch = windows::fill_window(&txn, batch.job_id).await?;
+    if let Some(finished) = lifecycle::finalize(&txn, batch.job_id).await? {
+        out.job_finished = Some(finished);
+        out.to_dispatch
+            .extend(windows::admit(&txn, batch.tenant_id).await?);
+    }
+    txn.commit().await?;
+    out.batch_status = Some(status);
+    out.retry_at = retry_at;
+    Ok(Some(out))
+}
+
+async fn lock_job(txn: &DatabaseTransaction, job_id: Uuid) -> Result<String> {
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT status FROM jobs WHERE id = $1 FOR UPDATE",
+            [job_id.into()],
+        ))
+        .await?
+        .ok_or(Error::NotFound("job"))?;
+    Ok(row.try_get("", "status")?)
+}
+
+/// Locks the batch if this worker still owns this attempt; returns its `retrying_records`.
+async fn lock_owned_batch(
+    txn: &DatabaseTransaction,
+    batch: &ClaimedBatch,
+    worker_id: &str,
+) -> Result<Option<i32>> {
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT retrying_records FROM batches
+             WHERE id = $1 AND status = 'running' AND worker_id = $2 AND attempts = $3 FOR UPDATE",
+            [batch.id.into(), worker_id.into(), batch.attempts.into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i32>("", "retrying_records"))
+        .transpose()?)
+}
+
+/// A `text[]` parameter for values that may be absent. The driver cannot bind NULL
+/// elements, so absence travels as an empty string and the statement turns it back into
+/// NULL with `NULLIF(x, '')` (no error message is ever empty).
+pub(crate) fn text_array(values: &[Option<String>]) -> Value {
+    let items = values
+        .iter()
+        .map(|v| Value::String(Some(v.clone().unwrap_or_default())))
+        .collect();
+    Value::Array(ArrayType::String, Some(Box::new(items)))
+}
+
+async fn write_rows(txn: &DatabaseTransaction, batch: &ClaimedBatch, rows: &Rows) -> Result<()> {
+    if !rows.seq.is_empty() {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO record_logs (job_id, tenant_id, batch_id, record_seq, attempt, status, error, duration_ms)
+             SELECT $1, $2, $3, u.seq, u.attempt, u.status, NULLIF(u.error, ''), u.duration
+             FROM unnest($4::bigint[], $5::int[], $6::text[], $7::text[], $8::int[]) AS u(seq, attempt, status, error, duration)",
+            [
+                batch.job_id.into(),
+                batch.tenant_id.into(),
+                batch.id.into(),
+                rows.seq.clone().into(),
+                rows.attempt.clone().into(),
+                rows.log_status.clone().into(),
+                text_array(&rows.error),
+                rows.duration.clone().into(),
+            ],
+        ))
+        .await?;
+    }
+    if !rows.rec_seq.is_empty() {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE job_records r SET status = u.status, attempts = u.attempts, last_error = NULLIF(u.error, '')
+             FROM unnest($2::bigint[], $3::text[], $4::int[], $5::text[]) AS u(seq, status, attempts, error)
+             WHERE r.job_id = $1 AND r.seq = u.seq",
+            [
+                batch.job_id.into(),
+                rows.rec_seq.clone().into(),
+                rows.rec_status.clone().into(),
+                rows.rec_attempts.clone().into(),
+                text_array(&rows.rec_error),
+            ],
+        ))
+        .await?;
+    }
+    if !rows.dead_seq.is_empty() {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO dead_letters (id, job_id, tenant_id, batch_id, record_seq, error, attempts)
+             SELECT gen_random_uuid(), $1, $2, $3, u.seq, u.error, u.attempts
+             FROM unnest($4::bigint[], $5::text[], $6::int[]) AS u(seq, error, attempts)",
+            [
+                batch.job_id.into(),
+                batch.tenant_id.into(),
+                batch.id.into(),
+                rows.dead_seq.clone().into(),
+                rows.dead_error.clone().into(),
+                rows.dead_attempts.clone().into(),
+            ],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Whether an earlier attempt dead-lettered any of the batch's records.
+async fn has_dead_letters(txn: &DatabaseTransaction, batch: &ClaimedBatch) -> Result<bool> {
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT EXISTS (SELECT 1 FROM job_records WHERE job_id = $1 AND seq BETWEEN $2 AND $3
+                            AND status = 'dead_lettered') AS any",
+            [
+                batch.job_id.into(),
+                batch.first_record_seq.into(),
+                batch.last_record_seq.into(),
+            ],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<bool>("", "any"))
+        .transpose()?
+        .unwrap_or(false))
+}
+
+async fn update_batch(
+    txn: &DatabaseTransaction,
+    batch_id: Uuid,
+    status: BatchStatus,
+    retry_at: Option<DateTime<Utc>>,
+    retrying: i64,
+    last_error: Option<String>,
+) -> Result<()> {
+    let terminal = !matches!(status, BatchStatus::RetryScheduled);
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE batches SET status = $2, next_attempt_at = $3, dispatched_at = CASE WHEN $3 IS NULL THEN dispatched_at ELSE now() END,
+                retrying_records = $4, last_error = COALESCE($5, last_error), heartbeat_at = NULL, updated_at = now(),
+                finished_at = CASE WHEN $6 THEN now() ELSE NULL END
+         WHERE id = $1",
+        [
+            batch_id.into(),
+            sea_orm::ActiveEnum::to_value(&status).into(),
+            retry_at.into(),
+            (retrying as i32).into(),
+            last_error.into(),
+            terminal.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}

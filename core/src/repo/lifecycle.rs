@@ -1,0 +1,207 @@
+//! A job's lifecycle after intake: finalisation, cancellation and re-running dead letters.
+
+use entity::job::{self, JobStatus};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use uuid::Uuid;
+
+use super::{batches, jobs, windows};
+use crate::error::{Error, Result};
+
+/// The Postgres channel a cancel is announced on; the payload is the job id.
+pub const CANCEL_CHANNEL: &str = "freight_cancel";
+
+fn parse_status(s: &str) -> Result<JobStatus> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| Error::Internal(format!("unknown job status `{s}`")))
+}
+
+/// Finalises a job once none of its batches is unfinished: `cancelled` if it was
+/// cancelling, else `completed` if every record succeeded, else `completed_with_errors`.
+/// Guard: only a running or cancelling job with no pending, queued, running or
+/// retry-scheduled batch matches, so exactly one caller wins.
+pub async fn finalize(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<JobStatus>> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE jobs SET status = CASE WHEN status = 'cancelling' THEN 'cancelled'
+                                           WHEN succeeded_records = total_records THEN 'completed'
+                                           ELSE 'completed_with_errors' END,
+                    finished_at = now(), updated_at = now()
+             WHERE id = $1 AND status IN ('running', 'cancelling')
+               AND NOT EXISTS (SELECT 1 FROM batches WHERE job_id = $1
+                               AND status IN ('pending', 'queued', 'running', 'retry_scheduled'))
+             RETURNING status",
+            [job_id.into()],
+        ))
+        .await?;
+    row.map(|r| r.try_get::<String>("", "status"))
+        .transpose()?
+        .map(|s| parse_status(&s))
+        .transpose()
+}
+
+/// What a cancel did: the job as it now stands, and batches to dispatch because a slot
+/// freed up for the tenant's queued jobs.
+pub struct Cancelled {
+    pub job: job::Model,
+    pub to_dispatch: Vec<Uuid>,
+}
+
+/// Cancels a job: every batch not running is cancelled with its pending records (each
+/// gets a `cancelled` log row); the job is `cancelled` at once if no batch is running,
+/// else `cancelling` until the running ones stop. Workers hear of it on
+/// [`CANCEL_CHANNEL`] at commit. A finished job is a conflict.
+pub async fn cancel(db: &DatabaseConnection, tenant_id: Uuid, job_id: Uuid) -> Result<Cancelled> {
+    let txn = db.begin().await?;
+    let job = jobs::lock(&txn, tenant_id, job_id).await?;
+    match job.status {
+        s if s.is_terminal() => {
+            let status = serde_json::to_value(s).unwrap_or_default();
+            return Err(Error::Conflict(format!(
+                "job is already {}",
+                status.as_str().unwrap_or("finished")
+            )));
+        }
+        JobStatus::Cancelling => {
+            return Ok(Cancelled {
+                job,
+                to_dispatch: Vec::new(),
+            });
+        }
+        JobStatus::AwaitingUpload if job.total_records > 0 => {
+            batches::plan(&txn, &job).await?;
+        }
+        _ => {}
+    }
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "WITH target AS (
+                 SELECT id, retrying_records FROM batches
+                 WHERE job_id = $1 AND status IN ('pending', 'queued', 'retry_scheduled') FOR UPDATE),
+             upd AS (
+                 UPDATE batches b SET status = 'cancelled', finished_at = now(), updated_at = now(), retrying_records = 0
+                 FROM target t WHERE b.id = t.id
+                 RETURNING b.id, b.first_record_seq, b.last_record_seq, t.retrying_records AS was_retrying),
+             recs AS (
+                 UPDATE job_records r SET status = 'cancelled'
+                 FROM upd WHERE r.job_id = $1 AND r.seq BETWEEN upd.first_record_seq AND upd.last_record_seq
+                   AND r.status = 'pending'
+                 RETURNING r.seq, upd.id AS batch_id, r.attempts),
+             logs AS (
+                 INSERT INTO record_logs (job_id, tenant_id, batch_id, record_seq, attempt, status, error)
+                 SELECT $1, $2, batch_id, seq, attempts, 'cancelled', 'job cancelled before this record was delivered'
+                 FROM recs)
+             SELECT (SELECT count(*) FROM recs)::bigint AS cancelled,
+                    (SELECT COALESCE(sum(was_retrying), 0) FROM upd)::bigint AS was_retrying",
+            [job_id.into(), tenant_id.into()],
+        ))
+        .await?
+        .ok_or_else(|| Error::Internal("cancel returned no row".into()))?;
+    let cancelled: i64 = row.try_get("", "cancelled")?;
+    let was_retrying: i64 = row.try_get("", "was_retrying")?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE jobs SET cancelled_records = cancelled_records + $2, retrying_records = retrying_records - $3,
+                cancel_requested_at = now(), updated_at = now(),
+                status = CASE WHEN EXISTS (SELECT 1 FROM batches WHERE job_id = $1 AND status = 'running')
+                              THEN 'cancelling' ELSE 'cancelled' END,
+                finished_at = CASE WHEN EXISTS (SELECT 1 FROM batches WHERE job_id = $1 AND status = 'running')
+                                   THEN NULL ELSE now() END
+         WHERE id = $1",
+        [job_id.into(), cancelled.into(), was_retrying.into()],
+    ))
+    .await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_notify($1, $2)",
+        [CANCEL_CHANNEL.into(), job_id.to_string().into()],
+    ))
+    .await?;
+    let job = jobs::lock(&txn, tenant_id, job_id).await?;
+    let to_dispatch = if job.status == JobStatus::Cancelled {
+        windows::admit(&txn, tenant_id).await?
+    } else {
+        Vec::new()
+    };
+    txn.commit().await?;
+    Ok(Cancelled { job, to_dispatch })
+}
+
+/// Which dead letters to re-run.
+pub enum RequeueScope {
+    Job(Uuid),
+    Batch(Uuid),
+    Ids(Vec<Uuid>),
+}
+
+/// Re-opens dead-lettered records as new attempts (their attempt count starts again):
+/// the dead letter keeps its row with `requeued_at` set, the record becomes pending, its
+/// batch pending, and a finished job is queued again. Only dead letters of the tenant, in
+/// failed batches of jobs that are not cancelled, are requeued. Returns how many were,
+/// and batches to dispatch.
+pub async fn requeue(
+    db: &DatabaseConnection,
+    tenant_id: Uuid,
+    scope: RequeueScope,
+) -> Result<(i64, Vec<Uuid>)> {
+    let (filter, arg): (&str, sea_orm::Value) = match scope {
+        RequeueScope::Job(id) => ("d.job_id = $2", id.into()),
+        RequeueScope::Batch(id) => ("d.batch_id = $2", id.into()),
+        RequeueScope::Ids(ids) => ("d.id = ANY($2)", ids.into()),
+    };
+    let txn = db.begin().await?;
+    let rows = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "WITH dl AS (
+                     UPDATE dead_letters d SET requeued_at = now(), requeue_count = requeue_count + 1
+                     WHERE d.tenant_id = $1 AND d.requeued_at IS NULL AND {filter}
+                       AND EXISTS (SELECT 1 FROM batches b WHERE b.id = d.batch_id AND b.status = 'failed')
+                       AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = d.job_id
+                                   AND j.status IN ('running', 'completed_with_errors', 'failed'))
+                     RETURNING d.job_id, d.batch_id, d.record_seq),
+                 recs AS (
+                     UPDATE job_records r SET status = 'pending', attempts = 0, last_error = NULL
+                     FROM dl WHERE r.job_id = dl.job_id AND r.seq = dl.record_seq AND r.status = 'dead_lettered'
+                     RETURNING r.job_id, dl.batch_id),
+                 bat AS (
+                     UPDATE batches SET status = 'pending', finished_at = NULL, next_attempt_at = NULL, updated_at = now()
+                     WHERE id IN (SELECT batch_id FROM recs) AND status = 'failed' RETURNING id)
+                 SELECT job_id, count(*)::bigint AS n FROM recs GROUP BY job_id"
+            ),
+            [tenant_id.into(), arg],
+        ))
+        .await?;
+    let mut total = 0;
+    let mut to_dispatch = Vec::new();
+    for row in rows {
+        let job_id: Uuid = row.try_get("", "job_id")?;
+        let n: i64 = row.try_get("", "n")?;
+        total += n;
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE jobs SET dead_lettered_records = dead_lettered_records - $2, updated_at = now(),
+                    status = CASE WHEN status = 'running' THEN 'running' ELSE 'queued' END,
+                    finished_at = NULL
+             WHERE id = $1",
+            [job_id.into(), n.into()],
+        ))
+        .await?;
+        to_dispatch.extend(windows::fill_window(&txn, job_id).await?);
+    }
+    if total > 0 {
+        to_dispatch.extend(windows::admit(&txn, tenant_id).await?);
+    }
+    txn.commit().await?;
+    Ok((total, to_dispatch))
+}
+
+/// Admits the tenant's queued jobs in a transaction of its own; returns batches to push.
+pub async fn admit_tenant(db: &DatabaseConnection, tenant_id: Uuid) -> Result<Vec<Uuid>> {
+    let txn = db.begin().await?;
+    let ids = windows::admit(&txn, tenant_id).await?;
+    txn.commit().await?;
+    Ok(ids)
+}

@@ -1,0 +1,517 @@
+//! The read side of a job and of a tenant: batches, retry status, record logs, dead
+//! letters, usage stats, and the tenant's default retry policy (whose one write lives
+//! here too, beside its read).
+//!
+//! Every function takes the tenant id first and filters by it, so another tenant's job
+//! reads as [`Error::NotFound`] (a 404, never a 403). Lists use keyset pagination with
+//! an opaque cursor: base64url of the last row's sort key (see [`Keyset`]).
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use entity::{batch::BatchStatus, job::JobStatus};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
+use uuid::Uuid;
+
+use super::page::{Page, PageRequest};
+use crate::{
+    domain::retry_policy::RetryPolicy,
+    error::{Error, Result},
+};
+
+// ---------------------------------------------------------------------------------------
+// Keyset cursors
+
+/// A sort key that can travel as an opaque cursor.
+pub trait CursorKey: Sized {
+    fn to_bytes(&self) -> Vec<u8>;
+    fn from_bytes(bytes: &[u8]) -> Option<Self>;
+}
+
+/// A batch `seq` or a log `id`: eight big-endian bytes.
+impl CursorKey for i64 {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.to_be_bytes().to_vec()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(i64::from_be_bytes(bytes.try_into().ok()?))
+    }
+}
+
+/// A dead letter's place in `ORDER BY created_at, id`: the microsecond timestamp (what
+/// Postgres stores, so it round-trips exactly) then the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterKey {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl CursorKey for DeadLetterKey {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.created_at.timestamp_micros().to_be_bytes().to_vec();
+        out.extend_from_slice(self.id.as_bytes());
+        out
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != 24 {
+            return None;
+        }
+        let micros = i64::from_be_bytes(bytes[..8].try_into().ok()?);
+        Some(Self {
+            created_at: DateTime::from_timestamp_micros(micros)?,
+            id: Uuid::from_slice(&bytes[8..]).ok()?,
+        })
+    }
+}
+
+pub fn encode_cursor<K: CursorKey>(key: &K) -> String {
+    URL_SAFE_NO_PAD.encode(key.to_bytes())
+}
+
+fn decode_cursor<K: CursorKey>(raw: &str) -> Result<K> {
+    URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()
+        .and_then(|b| K::from_bytes(&b))
+        .ok_or_else(|| Error::Malformed("cursor: not a cursor returned by this API".into()))
+}
+
+/// A validated keyset page request: `limit` 1–1000 (default 100, as every list) and the
+/// key of the last row already seen.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyset<K> {
+    pub limit: u64,
+    pub after: Option<K>,
+}
+
+impl<K: CursorKey> Keyset<K> {
+    /// A bad `limit` is a validation error (422, field `limit`); a cursor this API did not
+    /// hand out is malformed input (400). An empty cursor means the first page.
+    pub fn parse(limit: Option<i64>, cursor: Option<&str>) -> Result<Self> {
+        let limit = PageRequest::parse(limit, None)?.limit;
+        let after = cursor
+            .filter(|c| !c.is_empty())
+            .map(decode_cursor)
+            .transpose()?;
+        Ok(Self { limit, after })
+    }
+
+    /// Turns the `limit + 1` rows fetched into a page; the extra row only says that there
+    /// is a next one.
+    pub fn finish<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> K) -> Page<T> {
+        let more = rows.len() as u64 > self.limit;
+        rows.truncate(self.limit as usize);
+        let next_cursor = if more {
+            rows.last().map(|r| encode_cursor(&key(r)))
+        } else {
+            None
+        };
+        Page {
+            data: rows,
+            next_cursor,
+        }
+    }
+}
+
+fn stmt(sql: impl Into<String>, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+// ---------------------------------------------------------------------------------------
+// The job guard
+
+/// Fails with `NotFound("job")` unless the job exists *and* belongs to the tenant.
+/// Guard: `tenant_id = $1` — another tenant's job is indistinguishable from none.
+pub async fn require_job(db: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uuid) -> Result<()> {
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND tenant_id = $1) AS found",
+            vec![tenant_id.into(), job_id.into()],
+        ))
+        .await?;
+    let found = row
+        .map(|r| r.try_get::<bool>("", "found"))
+        .transpose()?
+        .unwrap_or(false);
+    if found {
+        Ok(())
+    } else {
+        Err(Error::NotFound("job"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Batches
+
+/// One batch as listed.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct BatchRow {
+    pub id: Uuid,
+    pub seq: i32,
+    pub status: BatchStatus,
+    pub attempts: i32,
+    pub record_count: i32,
+    pub first_record_seq: i64,
+    pub last_record_seq: i64,
+    pub retrying_records: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub worker_id: Option<String>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A page of the job's batches by `seq`, ascending (unique index `(job_id, seq)`).
+/// Guard: `tenant_id = $1 AND job_id = $2`; call [`require_job`] first to tell an empty
+/// page from a job that is not the tenant's.
+pub async fn list_batches(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    page: Keyset<i64>,
+) -> Result<Page<BatchRow>> {
+    let rows = BatchRow::find_by_statement(stmt(
+        "SELECT id, seq, status, attempts, record_count, first_record_seq, last_record_seq, retrying_records,
+                next_attempt_at, last_error, worker_id, dispatched_at, heartbeat_at, created_at, updated_at,
+                finished_at
+         FROM batches
+         WHERE tenant_id = $1 AND job_id = $2 AND seq > $3
+         ORDER BY seq
+         LIMIT $4",
+        vec![
+            tenant_id.into(),
+            job_id.into(),
+            page.after.unwrap_or(0).into(),
+            (page.limit as i64 + 1).into(),
+        ],
+    ))
+    .all(db)
+    .await?;
+    Ok(page.finish(rows, |b| i64::from(b.seq)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Retry status
+
+/// How many scheduled retries [`scheduled_retries`] lists at most (the soonest first);
+/// its count covers all of them.
+pub const SCHEDULED_RETRIES_SHOWN: i64 = 1000;
+
+/// A batch waiting for its next attempt.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct ScheduledRetryRow {
+    pub batch_id: Uuid,
+    /// The attempt that is scheduled: the batch's attempts so far + 1.
+    pub attempt: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// How many of the job's batches are `retry_scheduled` (the same on every row).
+    pub total: i64,
+}
+
+/// The job's `retry_scheduled` batches, soonest first, at most
+/// [`SCHEDULED_RETRIES_SHOWN`], each row carrying the full count.
+/// Guard: `tenant_id = $1 AND job_id = $2 AND status = 'retry_scheduled'`.
+pub async fn scheduled_retries(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> Result<(i64, Vec<ScheduledRetryRow>)> {
+    let rows = ScheduledRetryRow::find_by_statement(stmt(
+        "SELECT id AS batch_id, attempts + 1 AS attempt, next_attempt_at, count(*) OVER () AS total
+         FROM batches
+         WHERE tenant_id = $1 AND job_id = $2 AND status = 'retry_scheduled'
+         ORDER BY next_attempt_at NULLS LAST, seq
+         LIMIT $3",
+        vec![
+            tenant_id.into(),
+            job_id.into(),
+            SCHEDULED_RETRIES_SHOWN.into(),
+        ],
+    ))
+    .all(db)
+    .await?;
+    let total = rows.first().map_or(0, |r| r.total);
+    Ok((total, rows))
+}
+
+/// How many retries the job has had: its `failed` log rows (each is an attempt that
+/// failed transiently and was followed by a retry).
+/// Guard: `tenant_id = $1 AND job_id = $2 AND status = 'failed'`.
+pub async fn count_failed_attempts(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> Result<i64> {
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT count(*)::bigint AS n FROM record_logs
+             WHERE tenant_id = $1 AND job_id = $2 AND status = 'failed'",
+            vec![tenant_id.into(), job_id.into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+// ---------------------------------------------------------------------------------------
+// Record logs
+
+/// The record outcomes a log row can have (api contract, "Record outcomes in logs").
+pub const LOG_STATUSES: [&str; 4] = ["succeeded", "failed", "dead_lettered", "cancelled"];
+
+/// Which log rows to read. `status` must be one of [`LOG_STATUSES`] (the caller checks);
+/// anything else simply matches nothing.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub status: Option<String>,
+    pub record_seq: Option<i64>,
+}
+
+/// One log row, with the record's `record_key`.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct LogRow {
+    pub id: i64,
+    pub record_seq: i64,
+    pub record_key: Option<String>,
+    pub batch_id: Uuid,
+    pub attempt: i32,
+    pub status: String,
+    pub error: Option<String>,
+    pub duration_ms: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Up to `limit` of the job's log rows with `id > after_id`, by id ascending, with the
+/// record's `record_key` (joined on `(job_id, seq)`). The optional filters are added to
+/// the SQL only when present, so each shape gets a plan that uses its index
+/// (`(job_id, id)`, or `(job_id, record_seq, id)` with a record).
+/// Guard: `l.tenant_id = $1 AND l.job_id = $2`; call [`require_job`] first.
+pub async fn list_logs(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    filter: &LogFilter,
+    after_id: i64,
+    limit: u64,
+) -> Result<Vec<LogRow>> {
+    let mut sql = String::from(
+        "SELECT l.id, l.record_seq, r.record_key, l.batch_id, l.attempt, l.status, l.error, l.duration_ms,
+                l.created_at
+         FROM record_logs l
+         LEFT JOIN job_records r ON r.job_id = l.job_id AND r.seq = l.record_seq
+         WHERE l.tenant_id = $1 AND l.job_id = $2 AND l.id > $3",
+    );
+    let mut values: Vec<Value> = vec![tenant_id.into(), job_id.into(), after_id.into()];
+    if let Some(status) = &filter.status {
+        values.push(status.clone().into());
+        sql.push_str(&format!(" AND l.status = ${}", values.len()));
+    }
+    if let Some(seq) = filter.record_seq {
+        values.push(seq.into());
+        sql.push_str(&format!(" AND l.record_seq = ${}", values.len()));
+    }
+    values.push((limit as i64).into());
+    sql.push_str(&format!(" ORDER BY l.id LIMIT ${}", values.len()));
+    Ok(LogRow::find_by_statement(stmt(sql, values)).all(db).await?)
+}
+
+/// A page of the job's log rows, by id ascending; the cursor is the last id.
+/// Guard: as [`list_logs`], which runs the one statement.
+pub async fn page_logs(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    filter: &LogFilter,
+    page: Keyset<i64>,
+) -> Result<Page<LogRow>> {
+    let rows = list_logs(
+        db,
+        tenant_id,
+        job_id,
+        filter,
+        page.after.unwrap_or(0),
+        page.limit + 1,
+    )
+    .await?;
+    Ok(page.finish(rows, |l| l.id))
+}
+
+// ---------------------------------------------------------------------------------------
+// Dead letters
+
+/// One dead letter with its record's key and payload.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct DeadLetterRow {
+    pub id: Uuid,
+    pub batch_id: Uuid,
+    pub record_seq: i64,
+    pub record_key: Option<String>,
+    pub payload: serde_json::Value,
+    pub error: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub requeued_at: Option<DateTime<Utc>>,
+    pub requeue_count: i32,
+}
+
+/// A page of the job's dead letters by `(created_at, id)`, with the record's key and
+/// payload. Requeued ones (which keep their row, `requeued_at` set) are included unless
+/// `include_requeued` is false.
+/// Guard: `d.tenant_id = $1 AND d.job_id = $2`; call [`require_job`] first.
+pub async fn list_dead_letters(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    include_requeued: bool,
+    page: Keyset<DeadLetterKey>,
+) -> Result<Page<DeadLetterRow>> {
+    let mut sql = String::from(
+        "SELECT d.id, d.batch_id, d.record_seq, r.record_key, r.payload, d.error, d.attempts, d.created_at,
+                d.requeued_at, d.requeue_count
+         FROM dead_letters d
+         JOIN job_records r ON r.job_id = d.job_id AND r.seq = d.record_seq
+         WHERE d.tenant_id = $1 AND d.job_id = $2",
+    );
+    let mut values: Vec<Value> = vec![tenant_id.into(), job_id.into()];
+    if !include_requeued {
+        sql.push_str(" AND d.requeued_at IS NULL");
+    }
+    if let Some(after) = page.after {
+        values.push(after.created_at.into());
+        values.push(after.id.into());
+        sql.push_str(" AND (d.created_at, d.id) > ($3, $4)");
+    }
+    values.push((page.limit as i64 + 1).into());
+    sql.push_str(&format!(
+        " ORDER BY d.created_at, d.id LIMIT ${}",
+        values.len()
+    ));
+    let rows = DeadLetterRow::find_by_statement(stmt(sql, values))
+        .all(db)
+        .await?;
+    Ok(page.finish(rows, |d| DeadLetterKey {
+        created_at: d.created_at,
+        id: d.id,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Stats
+
+/// The tenant's jobs in one state, with their record counters summed.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct StatusUsage {
+    pub status: JobStatus,
+    pub jobs: i64,
+    pub total: i64,
+    pub succeeded: i64,
+    pub dead_lettered: i64,
+    pub cancelled: i64,
+    pub retrying: i64,
+}
+
+/// Per job state: how many of the tenant's jobs are in it and the sums of their record
+/// counters (states with no job are absent). Guard: `tenant_id = $1`.
+pub async fn usage_by_status(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+) -> Result<Vec<StatusUsage>> {
+    Ok(StatusUsage::find_by_statement(stmt(
+        "SELECT status, count(*)::bigint AS jobs,
+                COALESCE(sum(total_records), 0)::bigint AS total,
+                COALESCE(sum(succeeded_records), 0)::bigint AS succeeded,
+                COALESCE(sum(dead_lettered_records), 0)::bigint AS dead_lettered,
+                COALESCE(sum(cancelled_records), 0)::bigint AS cancelled,
+                COALESCE(sum(retrying_records), 0)::bigint AS retrying
+         FROM jobs WHERE tenant_id = $1 GROUP BY status",
+        vec![tenant_id.into()],
+    ))
+    .all(db)
+    .await?)
+}
+
+// ---------------------------------------------------------------------------------------
+// The tenant's default retry policy
+
+/// A WRITE, kept here beside the read side it serves: stores the tenant's default retry
+/// policy (`PUT /api/v1/retry-policies`), which jobs created without `retry` then use
+/// (`tenants::default_retry`). The policy must already be validated.
+/// Guard: `id = $1` — the caller's own tenant row, nothing else; `NotFound("tenant")` if
+/// it is gone.
+pub async fn set_default_retry(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    policy: &RetryPolicy,
+) -> Result<RetryPolicy> {
+    let json = serde_json::to_value(policy).map_err(|e| Error::Internal(e.to_string()))?;
+    let res = db
+        .execute_raw(stmt(
+            "UPDATE tenants SET retry_policy = $2, updated_at = now() WHERE id = $1",
+            vec![tenant_id.into(), json.into()],
+        ))
+        .await?;
+    if res.rows_affected() == 0 {
+        return Err(Error::NotFound("tenant"));
+    }
+    Ok(*policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let k: Keyset<i64> = Keyset::parse(Some(5), Some(&encode_cursor(&42i64))).unwrap();
+        assert_eq!((k.limit, k.after), (5, Some(42)));
+
+        let key = DeadLetterKey {
+            created_at: DateTime::from_timestamp_micros(1_790_000_000_123_456).unwrap(),
+            id: Uuid::new_v4(),
+        };
+        let k: Keyset<DeadLetterKey> = Keyset::parse(None, Some(&encode_cursor(&key))).unwrap();
+        assert_eq!((k.limit, k.after), (100, Some(key)));
+    }
+
+    #[test]
+    fn bad_cursors_and_limits_are_refused() {
+        assert!(matches!(
+            Keyset::<i64>::parse(None, Some("not-a-cursor")),
+            Err(Error::Malformed(_))
+        ));
+        // A dead-letter cursor is not a log cursor, and the other way round.
+        let dl = encode_cursor(&DeadLetterKey {
+            created_at: Utc::now(),
+            id: Uuid::nil(),
+        });
+        assert!(Keyset::<i64>::parse(None, Some(&dl)).is_err());
+        assert!(Keyset::<DeadLetterKey>::parse(None, Some(&encode_cursor(&1i64))).is_err());
+        assert!(matches!(
+            Keyset::<i64>::parse(Some(0), None),
+            Err(Error::Validation(_))
+        ));
+        assert!(Keyset::<i64>::parse(Some(1001), None).is_err());
+        assert!(
+            Keyset::<i64>::parse(None, Some(""))
+                .unwrap()
+                .after
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn finish_keeps_limit_rows_and_points_at_the_last() {
+        let k: Keyset<i64> = Keyset::parse(Some(2), None).unwrap();
+        let p = k.finish(vec![1i64, 2, 3], |v| *v);
+        assert_eq!(p.data, [1, 2]);
+        assert_eq!(p.next_cursor, Some(encode_cursor(&2i64)));
+        let p = k.finish(vec![1i64, 2], |v| *v);
+        assert_eq!(p.next_cursor, None);
+    }
+}

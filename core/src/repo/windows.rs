@@ -1,0 +1,62 @@
+//! Admission and dispatch windows: which jobs run, and which of their batches are in
+//! flight. Callers push the returned batch ids to the queue *after* their transaction
+//! commits; a push lost in between is redone by the reconciler.
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// Batch states that count against a job's `parallelism` window.
+pub const IN_FLIGHT: &str = "('queued', 'running', 'retry_scheduled')";
+
+/// Queues the next pending batches of a running job until `parallelism` are in flight.
+/// Guard: the caller holds the job's row lock (`FOR UPDATE`), so two finishing batches
+/// cannot both fill the same free slot.
+pub async fn fill_window(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<Uuid>> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "WITH job AS (SELECT parallelism FROM jobs WHERE id = $1 AND status = 'running'),
+                 inflight AS (SELECT count(*) AS n FROM batches WHERE job_id = $1 AND status IN {IN_FLIGHT}),
+                 next AS (
+                     SELECT id FROM batches WHERE job_id = $1 AND status = 'pending' ORDER BY seq
+                     LIMIT GREATEST(COALESCE((SELECT parallelism FROM job), 0) - (SELECT n FROM inflight), 0))
+                 UPDATE batches SET status = 'queued', next_attempt_at = now(), dispatched_at = now(), updated_at = now()
+                 WHERE id IN (SELECT id FROM next) RETURNING id"
+            ),
+            [job_id.into()],
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
+        .collect())
+}
+
+/// Promotes the tenant's oldest queued jobs to `running` while it has fewer than
+/// `max_concurrent_jobs` running (or cancelling), and fills their windows.
+/// Guard: locks the tenant row, so concurrent admissions for one tenant take turns.
+pub async fn admit(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uuid>> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "WITH tenant AS (SELECT max_concurrent_jobs FROM tenants WHERE id = $1 FOR UPDATE),
+             active AS (SELECT count(*) AS n FROM jobs WHERE tenant_id = $1 AND status IN ('running', 'cancelling')),
+             next AS (
+                 SELECT id FROM jobs WHERE tenant_id = $1 AND status = 'queued' ORDER BY id
+                 LIMIT GREATEST((SELECT max_concurrent_jobs FROM tenant) - (SELECT n FROM active), 0)
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now()), updated_at = now()
+             WHERE id IN (SELECT id FROM next) RETURNING id",
+            [tenant_id.into()],
+        ))
+        .await?;
+    let mut batches = Vec::new();
+    for row in rows {
+        let job_id: Uuid = row.try_get("", "id")?;
+        batches.extend(fill_window(db, job_id).await?);
+    }
+    Ok(batches)
+}

@@ -1,0 +1,134 @@
+//! The apalis handler: one message, one batch, in the design's four steps —
+//! [`claim`](batches::claim), deliver, [`record`](ledger::record_attempt), dispatch next.
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::{BoxDynError, Data};
+use chrono::Utc;
+use freight_core::{
+    destinations::{Outcome, RecordToDeliver},
+    dispatch::DeliverBatch,
+    domain::{destination::Destination, retry_policy::RetryPolicy},
+    repo::{batches, ledger},
+};
+use rand::Rng;
+use tracing::Instrument;
+
+use crate::engine::Engine;
+
+/// Never fails for a record's sake: record outcomes go to the ledger. An `Err` means the
+/// database was unreachable; the batch then stays claimed until its heartbeat expires
+/// and the reconciler hands it to another attempt.
+pub async fn deliver_batch(
+    msg: DeliverBatch,
+    engine: Data<Arc<Engine>>,
+) -> Result<(), BoxDynError> {
+    engine.run_batch(msg.batch_id).await.map_err(|e| {
+        tracing::error!(batch.id = %msg.batch_id, error = %e, "batch could not be processed");
+        Box::new(e) as BoxDynError
+    })
+}
+
+impl Engine {
+    pub async fn run_batch(&self, batch_id: uuid::Uuid) -> freight_core::Result<()> {
+        let stale_after = self.settings.worker.batch_stale_after.as_secs_f64();
+        let Some(batch) = batches::claim(&self.db, batch_id, &self.worker_id, stale_after).await?
+        else {
+            tracing::debug!(batch.id = %batch_id, "message for a batch that is not claimable: dropped");
+            return Ok(());
+        };
+        let span = tracing::info_span!(
+            "batch",
+            tenant_id = %batch.tenant_id,
+            job_id = %batch.job_id,
+            batch_id = %batch.id,
+            attempt = batch.attempts,
+        );
+        self.deliver_claimed(batch).instrument(span).await
+    }
+
+    async fn deliver_claimed(&self, batch: batches::ClaimedBatch) -> freight_core::Result<()> {
+        let started = std::time::Instant::now();
+        // Delayed messages are scheduled to the second; wait out the rest (under 2 s).
+        if let Some(at) = batch.next_attempt_at
+            && let Ok(early) = (at - Utc::now()).to_std()
+        {
+            tokio::time::sleep(early.min(Duration::from_secs(2))).await;
+        }
+        let policy: RetryPolicy =
+            serde_json::from_value(batch.retry_policy.clone()).unwrap_or_default();
+        let records = batches::pending_records(&self.db, &batch).await?;
+        let running = self.inflight.register(batch.id, batch.job_id);
+        let results = match serde_json::from_value::<Destination>(batch.destination.clone()) {
+            Ok(destination) => {
+                let to_deliver: Vec<RecordToDeliver> = records
+                    .iter()
+                    .map(|r| RecordToDeliver {
+                        seq: r.seq,
+                        payload: r.payload.clone(),
+                    })
+                    .collect();
+                let connector = self.connectors.for_destination(&destination);
+                connector
+                    .deliver(batch.job_id, &to_deliver, &running.token)
+                    .await
+            }
+            Err(e) => records
+                .iter()
+                .map(|r| freight_core::destinations::RecordResult {
+                    seq: r.seq,
+                    outcome: Outcome::Permanent(format!(
+                        "the job's destination cannot be read: {e}"
+                    )),
+                    duration_ms: 0,
+                })
+                .collect(),
+        };
+        let attempts: Vec<ledger::AttemptResult> = records
+            .iter()
+            .zip(results)
+            .map(|(rec, res)| ledger::AttemptResult {
+                seq: rec.seq,
+                attempt: rec.attempts + 1,
+                outcome: res.outcome,
+                duration_ms: res.duration_ms,
+            })
+            .collect();
+        let jitter_unit: f64 = rand::thread_rng().r#gen();
+        let Some(recorded) = ledger::record_attempt(
+            &self.db,
+            &batch,
+            &self.worker_id,
+            &attempts,
+            &policy,
+            jitter_unit,
+        )
+        .await?
+        else {
+            tracing::warn!("another worker took this batch over; its outcome is theirs to record");
+            return Ok(());
+        };
+        tracing::info!(
+            status = ?recorded.batch_status,
+            succeeded = recorded.succeeded,
+            dead_lettered = recorded.dead_lettered,
+            retrying = recorded.retrying,
+            cancelled = recorded.cancelled,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "batch attempt recorded"
+        );
+        if let Some(finished) = recorded.job_finished {
+            tracing::info!(status = ?finished, "job finished");
+        }
+        // After commit: a push lost here is redone by the reconciler.
+        if let Err(e) = self.dispatcher.push_now(&recorded.to_dispatch).await {
+            tracing::warn!(error = %e, "could not dispatch the next batches; the reconciler will");
+        }
+        if let Some(at) = recorded.retry_at
+            && let Err(e) = self.dispatcher.push_at(batch.id, at).await
+        {
+            tracing::warn!(error = %e, "could not schedule the retry; the reconciler will");
+        }
+        Ok(())
+    }
+}

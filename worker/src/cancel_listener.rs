@@ -1,0 +1,44 @@
+//! Hears cancellations the moment they commit (Postgres LISTEN/NOTIFY) and stops this
+//! worker's running batches of that job, between records.
+
+use std::{sync::Arc, time::Duration};
+
+use freight_core::repo::lifecycle::CANCEL_CHANNEL;
+use sea_orm::sqlx::postgres::PgListener;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+
+pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
+    loop {
+        let listened = listen(&engine, &stop).await;
+        if stop.is_cancelled() {
+            return;
+        }
+        if let Err(e) = listened {
+            tracing::warn!(error = %e, "cancel listener lost its connection; reconnecting");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn listen(engine: &Engine, stop: &CancellationToken) -> Result<(), sea_orm::sqlx::Error> {
+    let mut listener = PgListener::connect(engine.settings.database.url.expose_secret()).await?;
+    listener.listen(CANCEL_CHANNEL).await?;
+    loop {
+        let notification = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            n = listener.recv() => n?,
+        };
+        if let Ok(job_id) = notification.payload().parse() {
+            let stopped = engine.inflight.cancel_job(job_id);
+            if stopped > 0 {
+                tracing::info!(job_id = %job_id, batches = stopped, "stopping batches of a cancelled job");
+            }
+        }
+    }
+}

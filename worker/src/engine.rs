@@ -1,0 +1,17 @@
+//! What every batch needs: the pools, the queue, the connectors and this worker's identity.
+
+use std::sync::Arc;
+
+use freight_core::{config::Settings, destinations::Connectors, dispatch::Dispatcher};
+use sea_orm::DatabaseConnection;
+
+use crate::inflight::Inflight;
+
+pub struct Engine {
+    pub db: DatabaseConnection,
+    pub dispatcher: Dispatcher,
+    pub connectors: Connectors,
+    pub settings: Arc<Settings>,
+    pub worker_id: String,
+    pub inflight: Arc<Inflight>,
+}

@@ -1,0 +1,33 @@
+//! Keeps this worker's row and its running batches alive, and stops batches whose job
+//! was cancelled (a fallback for a missed cancel notification) or that another worker
+//! has taken over.
+
+use std::sync::Arc;
+
+use freight_core::repo::{batches, workers};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+
+pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(engine.settings.worker.batch_heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_worker_beat = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let running = engine.inflight.batch_ids();
+        match batches::heartbeat(&engine.db, &engine.worker_id, &running).await {
+            Ok(keep) => engine.inflight.stop_all_but(&running, &keep),
+            Err(e) => tracing::warn!(error = %e, "batch heartbeat failed; will retry"),
+        }
+        if last_worker_beat.elapsed() >= engine.settings.worker.heartbeat_interval {
+            last_worker_beat = std::time::Instant::now();
+            if let Err(e) = workers::heartbeat(&engine.db, &engine.worker_id).await {
+                tracing::warn!(error = %e, "worker heartbeat failed; will retry");
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The reconciler: makes Postgres' view of the work true in Redis again. It runs on one
+//! worker at a time (a session-level advisory lock held on a dedicated connection) and,
+//! every `interval`, re-dispatches batches whose worker died or whose message is overdue
+//! (lost when Redis restarted or was flushed), refills job windows, admits queued jobs,
+//! and finalises jobs left with nothing to do. Because of it, losing Redis or a worker
+//! changes when records are delivered, never whether.
+
+use std::{sync::Arc, time::Duration};
+
+use freight_core::repo::{lifecycle, reconcile};
+use sea_orm::sqlx::{self, Connection, PgConnection};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+
+/// Advisory lock key of the reconciler's leadership ("FRGR").
+pub const LEADER_LOCK_KEY: i64 = 0x4652_4752;
+
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    pub interval: Duration,
+    /// A running batch whose heartbeat is older than this is presumed dead.
+    pub heartbeat_timeout: Duration,
+    /// A queued or retry-scheduled batch unclaimed this long after it was due is re-dispatched.
+    pub overdue_after: Duration,
+    pub scan_limit: i64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub stale_redispatched: usize,
+    pub overdue_redispatched: usize,
+    pub windows_refilled: usize,
+    pub jobs_finalized: usize,
+}
+
+impl ReconcileReport {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+pub struct Reconciler {
+    engine: Arc<Engine>,
+    config: ReconcilerConfig,
+}
+
+impl Reconciler {
+    pub fn new(engine: Arc<Engine>, config: ReconcilerConfig) -> Self {
+        Self { engine, config }
+    }
+
+    /// One pass. Public so tests can drive it without waiting for the clock.
+    pub async fn run_once(&self) -> freight_core::Result<ReconcileReport> {
+        let db = &self.engine.db;
+        let limit = self.config.scan_limit;
+        let stale =
+            reconcile::stale_running(db, self.config.heartbeat_timeout.as_secs_f64(), limit)
+                .await?;
+        let overdue =
+            reconcile::overdue(db, self.config.overdue_after.as_secs_f64(), limit).await?;
+        let (mut refill, jobs_finalized) = reconcile::windows_and_stragglers(db, limit).await?;
+        let windows_refilled = refill.len();
+        for tenant in reconcile::tenants_with_queued_jobs(db, limit).await? {
+            refill.extend(lifecycle::admit_tenant(db, tenant).await?);
+        }
+        let dispatch: Vec<_> = stale
+            .iter()
+            .chain(&overdue)
+            .chain(&refill)
+            .copied()
+            .collect();
+        self.engine.dispatcher.push_now(&dispatch).await?;
+        Ok(ReconcileReport {
+            stale_redispatched: stale.len(),
+            overdue_redispatched: overdue.len(),
+            windows_refilled,
+            jobs_finalized,
+        })
+    }
+
+    /// Runs until `stop`: takes leadership when free, then reconciles every interval.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut leader: Option<PgConnection> = None;
+        let mut tick = tokio::time::interval(self.config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if !self.hold_leadership(&mut leader).await {
+                continue;
+            }
+            match self.run_once().await {
+                Ok(report) if !report.is_empty() => tracing::info!(?report, "reconciler pass"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reconciler pass failed; will retry"),
+            }
+        }
+        if let Some(conn) = leader {
+            let _ = conn.close().await;
+        }
+    }
+
+    /// Keeps (or tries to take) the leader lock. The lock lives as long as its connection:
+    /// a leader that dies or loses its connection frees it for another worker.
+    async fn hold_leadership(&self, leader: &mut Option<PgConnection>) -> bool {
+        if let Some(conn) = leader.as_mut() {
+            if conn.ping().await.is_ok() {
+                return true;
+            }
+            tracing::warn!("reconciler lost its leader connection");
+            *leader = None;
+        }
+        let url = self.engine.settings.database.url.expose_secret().to_owned();
+        let Ok(mut conn) = PgConnection::connect(&url).await else {
+            return false;
+        };
+        let got: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await;
+        if matches!(got, Ok(true)) {
+            tracing::info!(worker.id = %self.engine.worker_id, "this worker now runs the reconciler");
+            *leader = Some(conn);
+            true
+        } else {
+            let _ = conn.close().await;
+            false
+        }
+    }
+}
