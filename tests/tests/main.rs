@@ -12,4 +12,5 @@ mod isolation;
 mod ops;
 mod reads;
 mod redaction;
+mod retries;
 mod worker;
