@@ -93,7 +93,8 @@ async fn retrying_a_job_reruns_only_its_dead_letters() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|d| d["payload"]["id"].to_string() == d["record_key"].as_str().unwrap())
+            .all(|d| d["record_key"].as_str().unwrap().parse::<i64>().ok()
+                == d["payload"]["id"].as_i64())
     );
 
     healed.store(true, Ordering::SeqCst);
