@@ -4,7 +4,10 @@
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use entity::batch::BatchStatus;
-use freight_core::repo::reads::{self, BatchRow, Keyset, ScheduledRetryRow};
+use freight_core::repo::{
+    page::Keyset,
+    reads::{self, BatchRow, ScheduledRetryRow},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};

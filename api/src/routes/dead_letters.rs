@@ -3,7 +3,10 @@
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
-use freight_core::repo::reads::{self, DeadLetterRow, Keyset};
+use freight_core::repo::{
+    page::Keyset,
+    reads::{self, DeadLetterRow},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};

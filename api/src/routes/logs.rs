@@ -13,7 +13,10 @@ use axum::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use freight_core::{
     FieldError,
-    repo::reads::{self, Keyset, LOG_STATUSES, LogFilter, LogRow},
+    repo::{
+        page::Keyset,
+        reads::{self, LOG_STATUSES, LogFilter, LogRow},
+    },
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use sea_orm::DatabaseConnection;

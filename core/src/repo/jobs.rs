@@ -191,7 +191,7 @@ pub async fn list(
     if let Some(status) = status {
         q = q.filter(job::Column::Status.eq(status));
     }
-    if let Some(before) = page.before {
+    if let Some(before) = page.after {
         q = q.filter(job::Column::Id.lt(before));
     }
     Ok(page.finish(q.all(db).await?, |j| j.id))

@@ -1,6 +1,7 @@
 //! Cursor pagination: `limit` 1–1000 (default 100) and an opaque `cursor`, answered as
 //! `{"data": [...], "next_cursor": ...}`. Lists are ordered by UUID v7 id, newest first,
-//! so the cursor is simply the last id seen, base64url-encoded.
+//! so their cursor is the last id seen, base64url-encoded; other lists use their own sort
+//! key ([`CursorKey`]).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Serialize;
@@ -11,15 +12,60 @@ use crate::error::{Error, Result};
 pub const DEFAULT_LIMIT: u64 = 100;
 pub const MAX_LIMIT: u64 = 1000;
 
-/// A validated page request.
-#[derive(Debug, Clone, Copy)]
-pub struct PageRequest {
-    pub limit: u64,
-    /// Return rows strictly older than this id.
-    pub before: Option<Uuid>,
+/// A sort key that can travel as an opaque cursor.
+pub trait CursorKey: Sized {
+    fn to_bytes(&self) -> Vec<u8>;
+    fn from_bytes(bytes: &[u8]) -> Option<Self>;
 }
 
-impl PageRequest {
+/// An id (jobs, tenants): its 16 bytes.
+impl CursorKey for Uuid {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Uuid::from_slice(bytes).ok()
+    }
+}
+
+/// A batch `seq` or a log `id`: eight big-endian bytes.
+impl CursorKey for i64 {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.to_be_bytes().to_vec()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(i64::from_be_bytes(bytes.try_into().ok()?))
+    }
+}
+
+pub fn encode_cursor<K: CursorKey>(key: &K) -> String {
+    URL_SAFE_NO_PAD.encode(key.to_bytes())
+}
+
+fn decode_cursor<K: CursorKey>(raw: &str) -> Result<K> {
+    URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()
+        .and_then(|b| K::from_bytes(&b))
+        .ok_or_else(|| Error::Malformed("cursor: not a cursor returned by this API".into()))
+}
+
+/// A validated page request: `limit` and the sort key of the last row already seen
+/// (`after`, in the list's own order).
+#[derive(Debug, Clone, Copy)]
+pub struct Keyset<K> {
+    pub limit: u64,
+    pub after: Option<K>,
+}
+
+/// Lists ordered by UUID v7 id, newest first: `after` is the last id seen.
+pub type PageRequest = Keyset<Uuid>;
+
+impl<K: CursorKey> Keyset<K> {
+    /// A bad `limit` is a validation error (422, field `limit`); a cursor this API did not
+    /// hand out is malformed input (400). An empty cursor means the first page.
     pub fn parse(limit: Option<i64>, cursor: Option<&str>) -> Result<Self> {
         let limit = match limit {
             None => DEFAULT_LIMIT,
@@ -31,20 +77,20 @@ impl PageRequest {
                 ));
             }
         };
-        let before = cursor
+        let after = cursor
             .filter(|c| !c.is_empty())
             .map(decode_cursor)
             .transpose()?;
-        Ok(Self { limit, before })
+        Ok(Self { limit, after })
     }
 
     /// Turns `limit + 1` fetched rows into a page: the extra row, if any, only says that
     /// there is a next page.
-    pub fn finish<T>(&self, mut rows: Vec<T>, id: impl Fn(&T) -> Uuid) -> Page<T> {
+    pub fn finish<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> K) -> Page<T> {
         let more = rows.len() as u64 > self.limit;
         rows.truncate(self.limit as usize);
         let next_cursor = if more {
-            rows.last().map(|r| encode_cursor(id(r)))
+            rows.last().map(|r| encode_cursor(&key(r)))
         } else {
             None
         };
@@ -70,18 +116,6 @@ impl<T> Page<T> {
     }
 }
 
-pub fn encode_cursor(id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(id.as_bytes())
-}
-
-fn decode_cursor(raw: &str) -> Result<Uuid> {
-    URL_SAFE_NO_PAD
-        .decode(raw)
-        .ok()
-        .and_then(|b| Uuid::from_slice(&b).ok())
-        .ok_or_else(|| Error::Malformed("cursor: not a cursor returned by this API".into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,8 +123,8 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_limits_are_checked() {
         let id = Uuid::now_v7();
-        let page = PageRequest::parse(Some(2), Some(&encode_cursor(id))).unwrap();
-        assert_eq!(page.before, Some(id));
+        let page = PageRequest::parse(Some(2), Some(&encode_cursor(&id))).unwrap();
+        assert_eq!(page.after, Some(id));
         assert!(PageRequest::parse(Some(0), None).is_err());
         assert!(PageRequest::parse(Some(1001), None).is_err());
         assert!(PageRequest::parse(None, Some("not-a-cursor")).is_err());

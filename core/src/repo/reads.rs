@@ -4,39 +4,21 @@
 //!
 //! Every function takes the tenant id first and filters by it, so another tenant's job
 //! reads as [`Error::NotFound`] (a 404, never a 403). Lists use keyset pagination with
-//! an opaque cursor: base64url of the last row's sort key (see [`Keyset`]).
+//! an opaque cursor: base64url of the last row's sort key (see [`Keyset`](super::page::Keyset)).
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use entity::{batch::BatchStatus, job::JobStatus};
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
 use uuid::Uuid;
 
-use super::page::{Page, PageRequest};
+use super::page::{CursorKey, Keyset, Page};
 use crate::{
     domain::retry_policy::RetryPolicy,
     error::{Error, Result},
 };
 
 // ---------------------------------------------------------------------------------------
-// Keyset cursors
-
-/// A sort key that can travel as an opaque cursor.
-pub trait CursorKey: Sized {
-    fn to_bytes(&self) -> Vec<u8>;
-    fn from_bytes(bytes: &[u8]) -> Option<Self>;
-}
-
-/// A batch `seq` or a log `id`: eight big-endian bytes.
-impl CursorKey for i64 {
-    fn to_bytes(&self) -> Vec<u8> {
-        self.to_be_bytes().to_vec()
-    }
-
-    fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(i64::from_be_bytes(bytes.try_into().ok()?))
-    }
-}
+// Cursor keys beyond the id
 
 /// A dead letter's place in `ORDER BY created_at, id`: the microsecond timestamp (what
 /// Postgres stores, so it round-trips exactly) then the id.
@@ -62,55 +44,6 @@ impl CursorKey for DeadLetterKey {
             created_at: DateTime::from_timestamp_micros(micros)?,
             id: Uuid::from_slice(&bytes[8..]).ok()?,
         })
-    }
-}
-
-pub fn encode_cursor<K: CursorKey>(key: &K) -> String {
-    URL_SAFE_NO_PAD.encode(key.to_bytes())
-}
-
-fn decode_cursor<K: CursorKey>(raw: &str) -> Result<K> {
-    URL_SAFE_NO_PAD
-        .decode(raw)
-        .ok()
-        .and_then(|b| K::from_bytes(&b))
-        .ok_or_else(|| Error::Malformed("cursor: not a cursor returned by this API".into()))
-}
-
-/// A validated keyset page request: `limit` 1–1000 (default 100, as every list) and the
-/// key of the last row already seen.
-#[derive(Debug, Clone, Copy)]
-pub struct Keyset<K> {
-    pub limit: u64,
-    pub after: Option<K>,
-}
-
-impl<K: CursorKey> Keyset<K> {
-    /// A bad `limit` is a validation error (422, field `limit`); a cursor this API did not
-    /// hand out is malformed input (400). An empty cursor means the first page.
-    pub fn parse(limit: Option<i64>, cursor: Option<&str>) -> Result<Self> {
-        let limit = PageRequest::parse(limit, None)?.limit;
-        let after = cursor
-            .filter(|c| !c.is_empty())
-            .map(decode_cursor)
-            .transpose()?;
-        Ok(Self { limit, after })
-    }
-
-    /// Turns the `limit + 1` rows fetched into a page; the extra row only says that there
-    /// is a next one.
-    pub fn finish<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> K) -> Page<T> {
-        let more = rows.len() as u64 > self.limit;
-        rows.truncate(self.limit as usize);
-        let next_cursor = if more {
-            rows.last().map(|r| encode_cursor(&key(r)))
-        } else {
-            None
-        };
-        Page {
-            data: rows,
-            next_cursor,
-        }
     }
 }
 
@@ -465,6 +398,7 @@ pub async fn set_default_retry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::page::encode_cursor;
 
     #[test]
     fn cursors_round_trip() {

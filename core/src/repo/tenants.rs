@@ -56,7 +56,7 @@ pub async fn list(db: &impl ConnectionTrait, page: PageRequest) -> Result<Page<t
     let mut q = tenant::Entity::find()
         .order_by_desc(tenant::Column::Id)
         .limit(page.limit + 1);
-    if let Some(before) = page.before {
+    if let Some(before) = page.after {
         q = q.filter(tenant::Column::Id.lt(before));
     }
     Ok(page.finish(q.all(db).await?, |t| t.id))
