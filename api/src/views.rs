@@ -15,6 +15,15 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+/// `limit` and `cursor` of a list endpoint.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct PageQuery {
+    /// 1–1000, default 100.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
 /// A page of results: pass `next_cursor` back as `cursor` for the next page.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T: ToSchema> {

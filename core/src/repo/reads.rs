@@ -77,19 +77,24 @@ pub async fn require_job(db: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uui
 // ---------------------------------------------------------------------------------------
 // Batches
 
-/// One batch as listed.
-#[derive(Debug, Clone, FromQueryResult)]
+/// A contiguous range of a job's records, delivered together.
+#[derive(Debug, Clone, FromQueryResult, serde::Serialize, utoipa::ToSchema)]
 pub struct BatchRow {
     pub id: Uuid,
+    /// 1, 2, … in record order.
     pub seq: i32,
     pub status: BatchStatus,
+    /// Deliveries started so far (the first try included).
     pub attempts: i32,
     pub record_count: i32,
     pub first_record_seq: i64,
     pub last_record_seq: i64,
+    /// Records of this batch waiting for a retry.
     pub retrying_records: i32,
+    /// When the next attempt is due (`retry_scheduled`, or queued with a delay).
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// The worker running it, or that ran its last attempt.
     pub worker_id: Option<String>,
     pub dispatched_at: Option<DateTime<Utc>>,
     pub heartbeat_at: Option<DateTime<Utc>>,

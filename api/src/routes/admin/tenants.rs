@@ -11,7 +11,7 @@ use freight_core::{
     },
 };
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -21,7 +21,7 @@ use crate::{
     extract::{ApiJson, ApiPath, ApiQuery},
     routes::api_keys::{CreateApiKeyRequest, create_key, revoke_key},
     state::AppState,
-    views::{ApiKeyView, CreatedApiKey, Page, TenantView},
+    views::{ApiKeyView, CreatedApiKey, Page, PageQuery, TenantView},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -40,14 +40,6 @@ pub struct CreateTenantRequest {
     pub max_concurrent_jobs: Option<i64>,
     /// Requests per second (1–1000000, default 100; burst twice that).
     pub rate_limit_per_second: Option<i64>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct PageQuery {
-    /// 1–1000, default 100.
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
 }
 
 /// Create a tenant.
