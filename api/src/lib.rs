@@ -35,6 +35,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Install the metrics recorder before the first request is counted.
+        freight_core::metrics::handle();
         let db = db::connect(&settings.database)
             .await
             .context("cannot connect to Postgres (DATABASE_URL)")?;
@@ -82,12 +84,17 @@ impl Application {
                 .clone()
                 .run_background(self.state.settings.auth.clone(), stop.clone()),
         );
+        let gauges = tokio::spawn(routes::fleet::refresh_gauges(
+            self.state.clone(),
+            stop.clone(),
+        ));
         tracing::info!(addr = %self.local_addr(), "api listening");
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
         stop.cancel();
         let _ = background.await;
+        let _ = gauges.await;
         served.context("the HTTP server failed")
     }
 }
@@ -99,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let openapi = Arc::new(openapi);
     router
+        .route_layer(axum::middleware::from_fn(middleware::track_http))
         .route(
             "/api/v1/openapi.json",
             get(move || async move { Json(openapi.as_ref().clone()) }),

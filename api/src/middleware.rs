@@ -150,3 +150,25 @@ fn panic_problem(err: Box<dyn Any + Send + 'static>) -> Response {
     )
     .into_response_with(StatusCode::INTERNAL_SERVER_ERROR)
 }
+
+/// Counts and times every routed request by its route template (`/api/v1/jobs/{id}`),
+/// never its raw path: ids in labels would make every job a new time series.
+pub async fn track_http(
+    matched: Option<axum::extract::MatchedPath>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    use freight_core::metrics::{HTTP_DURATION, HTTP_REQUESTS};
+    let route = matched
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    res
+}

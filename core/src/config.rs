@@ -87,6 +87,8 @@ pub struct WorkerSettings {
     pub reconciler_interval: Duration,
     /// A queued or retry-scheduled batch not claimed this long after it was due is re-dispatched.
     pub reconciler_overdue_after: Duration,
+    /// `WORKER_METRICS_ADDR`: where this worker serves `/metrics` and `/health`; unset, none.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +156,12 @@ impl Settings {
                 batch_timeout: env.duration("WORKER_BATCH_TIMEOUT", "10m")?,
                 reconciler_interval: env.duration("RECONCILER_INTERVAL", "5s")?,
                 reconciler_overdue_after: env.duration("RECONCILER_OVERDUE_AFTER", "15s")?,
+                metrics_addr: match env.get("WORKER_METRICS_ADDR") {
+                    None => None,
+                    Some(raw) => Some(raw.trim().parse().map_err(|e| {
+                        env.invalid("WORKER_METRICS_ADDR", format!("`{raw}`: {e}"))
+                    })?),
+                },
             },
             allow_private_destinations: env.boolean("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", false)?,
             log: LogSettings {

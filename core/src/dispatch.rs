@@ -80,6 +80,29 @@ impl Dispatcher {
     }
 }
 
+/// Messages waiting in Redis: ready to fetch now, and scheduled for later (or due
+/// but not yet promoted). From the queue's own keys, not apalis' stats helpers (broken).
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
+pub struct RedisDepth {
+    pub ready: i64,
+    pub scheduled: i64,
+}
+
+impl Dispatcher {
+    pub async fn redis_depth(&self) -> Result<RedisDepth> {
+        let config = self.storage.get_config().clone();
+        let mut conn = self.storage.clone().get_connection().clone();
+        let (ready, scheduled): (i64, i64) = redis::pipe()
+            .cmd("LLEN")
+            .arg(config.active_jobs_list())
+            .cmd("ZCARD")
+            .arg(config.scheduled_jobs_set())
+            .query_async(&mut conn)
+            .await?;
+        Ok(RedisDepth { ready, scheduled })
+    }
+}
+
 fn fresh_id() -> TaskId {
     TaskId::from_string(Uuid::now_v7().to_string())
 }

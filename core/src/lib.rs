@@ -7,6 +7,7 @@ pub mod destinations;
 pub mod dispatch;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod queue;
 pub mod repo;
 pub mod shutdown;

@@ -9,6 +9,7 @@ mod intake_support;
 mod intake_upload;
 mod intake_validation;
 mod isolation;
+mod observability;
 mod ops;
 mod reads;
 mod redaction;

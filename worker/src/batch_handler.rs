@@ -117,8 +117,20 @@ impl Engine {
             duration_ms = started.elapsed().as_millis() as u64,
             "batch attempt recorded"
         );
+        freight_core::metrics::record_outcomes(
+            recorded.succeeded,
+            recorded.retrying,
+            recorded.dead_lettered,
+            recorded.cancelled,
+        );
+        metrics::histogram!(freight_core::metrics::BATCH_DURATION)
+            .record(started.elapsed().as_secs_f64());
+        if recorded.retry_at.is_some() {
+            metrics::counter!(freight_core::metrics::BATCH_RETRIES).increment(1);
+        }
         if let Some(finished) = recorded.job_finished {
-            tracing::info!(status = ?finished, "job finished");
+            tracing::info!(status = ?finished.status, "job finished");
+            finished.record_metrics();
         }
         // After commit: a push lost here is redone by the reconciler.
         if let Err(e) = self.dispatcher.push_now(&recorded.to_dispatch).await {

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::Engine;
 
 pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(engine.settings.worker.batch_heartbeat_interval);
+    let w = &engine.settings.worker;
+    let mut tick = tokio::time::interval(w.batch_heartbeat_interval.min(w.heartbeat_interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_worker_beat = std::time::Instant::now();
     loop {

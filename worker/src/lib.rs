@@ -81,6 +81,7 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        freight_core::metrics::handle();
         let db = db::connect(&settings.database)
             .await
             .context("cannot connect to Postgres (DATABASE_URL)")?;
@@ -152,6 +153,13 @@ impl Worker {
             },
         );
         tasks.spawn(reconciler.run(companions.clone()));
+        if let Some(addr) = settings.worker.metrics_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (WORKER_METRICS_ADDR)"))?;
+            tracing::info!(%addr, "worker metrics at /metrics");
+            tasks.spawn(serve_metrics(listener, companions.clone()));
+        }
 
         tokio::pin!(shutdown);
         let mut restarts: Vec<std::time::Instant> = Vec::new();
@@ -200,6 +208,23 @@ impl Worker {
             Err(_) => tracing::warn!("timed out marking the worker stopped"),
         }
         outcome
+    }
+}
+
+/// The worker's own `/metrics` (Prometheus) and `/health`.
+async fn serve_metrics(listener: tokio::net::TcpListener, stop: CancellationToken) {
+    let handle = freight_core::metrics::handle();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || std::future::ready(handle.render())),
+        )
+        .route("/health", axum::routing::get(|| std::future::ready("ok")));
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::warn!(error = %e, "the worker metrics server stopped");
     }
 }
 

@@ -72,6 +72,20 @@ impl Reconciler {
             .copied()
             .collect();
         self.engine.dispatcher.push_now(&dispatch).await?;
+        use freight_core::metrics::{
+            RECONCILER_LAST_RUN, RECONCILER_REDISPATCHED, RECONCILER_RUNS,
+        };
+        metrics::counter!(RECONCILER_RUNS).increment(1);
+        metrics::gauge!(RECONCILER_LAST_RUN).set(chrono::Utc::now().timestamp() as f64);
+        for (reason, n) in [
+            ("stale", stale.len()),
+            ("overdue", overdue.len()),
+            ("window", refill.len()),
+        ] {
+            if n > 0 {
+                metrics::counter!(RECONCILER_REDISPATCHED, "reason" => reason).increment(n as u64);
+            }
+        }
         Ok(ReconcileReport {
             stale_redispatched: stale.len(),
             overdue_redispatched: overdue.len(),

@@ -94,7 +94,10 @@ async fn create_job(
         .map_err(|m| ApiError::Validation(vec![FieldError::new("destination.url", m)]))?;
     let idempotency = idempotency_key.map(|key| Idempotency { key, fingerprint });
     let (status, job) = match jobs::create(&state.db, auth.tenant_id, new, idempotency).await? {
-        Created::New(job) => (StatusCode::CREATED, job),
+        Created::New(job) => {
+            metrics::counter!(freight_core::metrics::JOBS_CREATED).increment(1);
+            (StatusCode::CREATED, job)
+        }
         Created::Existing(job) => (StatusCode::OK, job),
     };
     let job = if job.status == JobStatus::Queued {
@@ -351,6 +354,10 @@ async fn cancel_job(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let cancelled = freight_core::repo::lifecycle::cancel(&state.db, auth.tenant_id, id).await?;
+    if cancelled.job.status == JobStatus::Cancelled && cancelled.changed {
+        freight_core::metrics::job_finished("cancelled");
+        metrics::histogram!(freight_core::metrics::CANCEL_LATENCY).record(0.0);
+    }
     state.dispatch(&cancelled.to_dispatch).await;
     Ok((
         StatusCode::ACCEPTED,

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod batches;
 pub mod dead_letters;
+pub mod fleet;
 pub mod jobs;
 pub mod logs;
 pub mod ops;
@@ -27,5 +28,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(retry_policies::router())
         .merge(api_keys::router())
         .merge(admin::router())
+        .merge(fleet::router())
         .merge(ops::router())
 }

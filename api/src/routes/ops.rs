@@ -17,6 +17,7 @@ use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(metrics))
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(ready_v1))
@@ -26,6 +27,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct Health {
     pub status: &'static str,
     pub version: &'static str,
+}
+
+/// Prometheus metrics of this api process (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+async fn metrics() -> String {
+    freight_core::metrics::handle().render()
 }
 
 /// Liveness: 200 while the process serves.

@@ -3,7 +3,7 @@
 //! then refills the job's window and finalises the job when nothing is left.
 
 use chrono::{DateTime, Utc};
-use entity::{batch::BatchStatus, job::JobStatus};
+use entity::batch::BatchStatus;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
     TransactionTrait, Value, sea_query::ArrayType,
@@ -35,7 +35,7 @@ pub struct Recorded {
     pub retry_at: Option<DateTime<Utc>>,
     /// Batches newly queued (this job's window, or jobs admitted): push them now.
     pub to_dispatch: Vec<Uuid>,
-    pub job_finished: Option<JobStatus>,
+    pub job_finished: Option<lifecycle::Finalized>,
     pub succeeded: i64,
     pub dead_lettered: i64,
     pub cancelled: i64,

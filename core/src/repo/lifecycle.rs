@@ -19,7 +19,7 @@ fn parse_status(s: &str) -> Result<JobStatus> {
 /// cancelling, else `completed` if every record succeeded, else `completed_with_errors`.
 /// Guard: only a running or cancelling job with no pending, queued, running or
 /// retry-scheduled batch matches, so exactly one caller wins.
-pub async fn finalize(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<JobStatus>> {
+pub async fn finalize(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<Finalized>> {
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -30,14 +30,40 @@ pub async fn finalize(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<
              WHERE id = $1 AND status IN ('running', 'cancelling')
                AND NOT EXISTS (SELECT 1 FROM batches WHERE job_id = $1
                                AND status IN ('pending', 'queued', 'running', 'retry_scheduled'))
-             RETURNING status",
+             RETURNING status,
+                       EXTRACT(EPOCH FROM (now() - cancel_requested_at))::float8 AS cancel_latency",
             [job_id.into()],
         ))
         .await?;
-    row.map(|r| r.try_get::<String>("", "status"))
-        .transpose()?
-        .map(|s| parse_status(&s))
-        .transpose()
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(Finalized {
+        status: parse_status(&row.try_get::<String>("", "status")?)?,
+        cancel_latency_secs: row.try_get("", "cancel_latency")?,
+    }))
+}
+
+/// A job that just reached its terminal state.
+#[derive(Debug, Clone, Copy)]
+pub struct Finalized {
+    pub status: JobStatus,
+    /// For a cancelled job: seconds from the cancel request to now.
+    pub cancel_latency_secs: Option<f64>,
+}
+
+impl Finalized {
+    /// Counts the finished job (and its cancel latency) in the metrics. Call after commit.
+    pub fn record_metrics(&self) {
+        let status = serde_json::to_value(self.status).ok();
+        crate::metrics::job_finished(
+            status
+                .as_ref()
+                .and_then(|s| s.as_str())
+                .unwrap_or("unknown"),
+        );
+        if let Some(secs) = self.cancel_latency_secs {
+            metrics::histogram!(crate::metrics::CANCEL_LATENCY).record(secs.max(0.0));
+        }
+    }
 }
 
 /// What a cancel did: the job as it now stands, and batches to dispatch because a slot
@@ -45,6 +71,8 @@ pub async fn finalize(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<
 pub struct Cancelled {
     pub job: job::Model,
     pub to_dispatch: Vec<Uuid>,
+    /// False when the job was already cancelling (a repeated request).
+    pub changed: bool,
 }
 
 /// Cancels a job: every batch not running is cancelled with its pending records (each
@@ -66,6 +94,7 @@ pub async fn cancel(db: &DatabaseConnection, tenant_id: Uuid, job_id: Uuid) -> R
             return Ok(Cancelled {
                 job,
                 to_dispatch: Vec::new(),
+                changed: false,
             });
         }
         JobStatus::AwaitingUpload if job.total_records > 0 => {
@@ -125,7 +154,11 @@ pub async fn cancel(db: &DatabaseConnection, tenant_id: Uuid, job_id: Uuid) -> R
         Vec::new()
     };
     txn.commit().await?;
-    Ok(Cancelled { job, to_dispatch })
+    Ok(Cancelled {
+        job,
+        to_dispatch,
+        changed: true,
+    })
 }
 
 /// Which dead letters to re-run.

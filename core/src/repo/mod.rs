@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod batches;
+pub mod fleet;
 pub mod jobs;
 pub mod ledger;
 pub mod lifecycle;

@@ -104,11 +104,15 @@ pub async fn windows_and_stragglers(
         let job_id: Uuid = row.try_get("", "id")?;
         let tenant_id: Uuid = row.try_get("", "tenant_id")?;
         let txn = db.begin().await?;
-        if lifecycle::finalize(&txn, job_id).await?.is_some() {
+        let done = lifecycle::finalize(&txn, job_id).await?;
+        if done.is_some() {
             finalized += 1;
             dispatch.extend(windows::admit(&txn, tenant_id).await?);
         }
         txn.commit().await?;
+        if let Some(done) = done {
+            done.record_metrics();
+        }
     }
     Ok((dispatch, finalized))
 }

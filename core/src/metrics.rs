@@ -1,0 +1,113 @@
+//! Metric names and the Prometheus recorder. Every metric Freight emits is named here, so
+//! dashboards, alerts and code agree. Tenant ids are never labels.
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS: &str = "freight_http_requests_total";
+pub const HTTP_DURATION: &str = "freight_http_request_duration_seconds";
+pub const JOBS_CREATED: &str = "freight_jobs_created_total";
+pub const JOBS_FINISHED: &str = "freight_jobs_finished_total";
+pub const RECORDS: &str = "freight_records_total";
+pub const BATCH_DURATION: &str = "freight_batch_duration_seconds";
+pub const BATCH_RETRIES: &str = "freight_batch_retries_total";
+pub const DEAD_LETTERS: &str = "freight_dead_letters_total";
+pub const QUEUE_DEPTH: &str = "freight_queue_depth";
+pub const WORKERS: &str = "freight_workers";
+pub const CANCEL_LATENCY: &str = "freight_cancel_latency_seconds";
+pub const RECONCILER_RUNS: &str = "freight_reconciler_runs_total";
+pub const RECONCILER_REDISPATCHED: &str = "freight_reconciler_redispatched_total";
+pub const RECONCILER_LAST_RUN: &str = "freight_reconciler_last_run_timestamp_seconds";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's recorder, installed on first use (api and worker share it in
+/// `freight all`; many test apps share it in one test process). Histograms get explicit
+/// buckets so they render as histograms, not summaries.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(HTTP_DURATION.into()),
+                    &[
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(BATCH_DURATION.into()),
+                        &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(CANCEL_LATENCY.into()),
+                        &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("task_duration_seconds".into()),
+                        &[0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0],
+                    )
+                })
+                .expect("bucket lists are non-empty");
+            let handle = match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (a test harness): render our own anyway.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawn the metrics upkeep thread");
+            handle
+        })
+        .clone()
+}
+
+/// Outcomes of one batch attempt, as the ledger recorded them.
+pub fn record_outcomes(succeeded: i64, failed: i64, dead_lettered: i64, cancelled: i64) {
+    for (outcome, n) in [
+        ("succeeded", succeeded),
+        ("failed", failed),
+        ("dead_lettered", dead_lettered),
+        ("cancelled", cancelled),
+    ] {
+        if n > 0 {
+            metrics::counter!(RECORDS, "outcome" => outcome).increment(n as u64);
+        }
+    }
+    if dead_lettered > 0 {
+        metrics::counter!(DEAD_LETTERS).increment(dead_lettered as u64);
+    }
+}
+
+pub fn job_finished(status: &str) {
+    metrics::counter!(JOBS_FINISHED, "status" => status.to_owned()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recorded_metrics_are_rendered() {
+        let handle = super::handle();
+        metrics::counter!(super::RECONCILER_RUNS).increment(2);
+        super::record_outcomes(3, 0, 1, 0);
+        let text = handle.render();
+        assert!(text.contains("freight_reconciler_runs_total 2"), "{text}");
+        assert!(
+            text.contains(r#"freight_records_total{outcome="succeeded"} 3"#),
+            "{text}"
+        );
+        assert!(text.contains("freight_dead_letters_total 1"), "{text}");
+    }
+}

@@ -1,0 +1,214 @@
+//! Metrics, the workers list and queue depth, observed from outside: worker processes run
+//! as real binaries so their metrics are this test's alone.
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use freight_tests::{
+    TestApp, database_url,
+    sink::{Reply, Sink},
+    wait_until,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn worker_binary(app: &TestApp, metrics_port: Option<u16>) -> Child {
+    let mut cmd = Command::new(freight_tests::freight_binary());
+    cmd.arg("worker")
+        .env("DATABASE_URL", database_url(&app.env.db_name))
+        .env("REDIS_URL", freight_tests::redis_url())
+        .env("REDIS_QUEUE", &app.env.db_name)
+        .env("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", "true")
+        .env("MIGRATE_ON_START", "false")
+        .env("DATABASE_MAX_CONNECTIONS", "4")
+        .env("WORKER_HEARTBEAT_INTERVAL", "300ms")
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(port) = metrics_port {
+        cmd.env("WORKER_METRICS_ADDR", format!("127.0.0.1:{port}"));
+    }
+    cmd.spawn().unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Parses the Prometheus text format into `name{labels} -> value`.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn worker_metrics_move_with_a_job_and_match_its_counters() {
+    let app = TestApp::spawn().await;
+    let port = free_port();
+    let worker = worker_binary(&app, Some(port));
+    let sink = Sink::start(|r| {
+        if r.body["id"].as_i64().unwrap_or(0) % 5 == 0 {
+            Reply::status(422)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let records: Vec<Value> = (1..=50).map(|i| json!({"id": i})).collect();
+    let job = app
+        .create_job(
+            &key,
+            &json!({"source": {"type": "inline", "records": records},
+                    "destination": {"type": "http", "url": sink.url()}, "batch_size": 10}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = app.wait_finished(&key, &id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed_with_errors");
+    let scrape = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = samples(&scrape);
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    assert_eq!(
+        get(r#"freight_records_total{outcome="succeeded"}"#),
+        done["progress"]["succeeded"].as_f64().unwrap(),
+        "{scrape}"
+    );
+    assert_eq!(
+        get(r#"freight_records_total{outcome="dead_lettered"}"#),
+        done["progress"]["dead_lettered"].as_f64().unwrap()
+    );
+    assert_eq!(get("freight_dead_letters_total"), 10.0);
+    assert_eq!(
+        get(r#"freight_jobs_finished_total{status="completed_with_errors"}"#),
+        1.0
+    );
+    assert_eq!(
+        get("freight_batch_duration_seconds_count"),
+        5.0,
+        "one observation per batch attempt"
+    );
+    assert!(
+        scrape.contains("freight_batch_duration_seconds_bucket{le=\""),
+        "a histogram, not a summary"
+    );
+    assert!(
+        get("freight_reconciler_runs_total") >= 1.0,
+        "this worker leads the reconciler"
+    );
+    // The api's own metrics: routes by template, never raw ids.
+    let api = app.request(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::OK);
+    let text = api.text().await.unwrap();
+    assert!(text.contains(r#"route="/api/v1/jobs/{id}""#), "{text}");
+    assert!(!text.contains(&id), "a job id leaked into a metric label");
+    assert!(text.contains("freight_jobs_created_total"));
+    stop(worker);
+}
+
+#[tokio::test]
+async fn the_workers_list_shows_live_workers_and_drops_a_killed_one() {
+    let app =
+        TestApp::spawn_with(|s| s.worker.heartbeat_interval = Duration::from_millis(300)).await;
+    let first = worker_binary(&app, None);
+    let mut second = worker_binary(&app, None);
+    let list = || async {
+        let res = app
+            .admin(Method::GET, "/api/v1/workers")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json::<Vec<Value>>().await.unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            list().await.len() == 2
+        })
+        .await,
+        "two live workers"
+    );
+    let workers = list().await;
+    assert!(workers.iter().all(|w| w["id"].is_string()
+        && w["concurrency"].as_i64() > Some(0)
+        && w["last_heartbeat_at"].is_string()));
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let killed_at = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || async { list().await.len() == 1 }).await,
+        "the killed worker stays listed"
+    );
+    println!(
+        "a SIGKILLed worker left the list after {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(list().await[0]["pid"], first.id());
+    // Operators only.
+    let (_, key) = app.tenant_with_key("acme").await;
+    let res = app
+        .tenant(&key, Method::GET, "/api/v1/workers")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    stop(first);
+}
+
+#[tokio::test]
+async fn queue_depth_matches_the_batches_table() {
+    let app = TestApp::spawn().await;
+    let sink = Sink::accepting().await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    // No worker: the job is admitted, its window queued and the rest pending.
+    let records: Vec<Value> = (1..=100).map(|i| json!({"id": i})).collect();
+    app.create_job(
+        &key,
+        &json!({"source": {"type": "inline", "records": records},
+                "destination": {"type": "http", "url": sink.url()}, "batch_size": 10, "parallelism": 3}),
+    )
+    .await;
+    let res = app
+        .admin(Method::GET, "/api/v1/queues")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let q = &body["queues"][0];
+    assert_eq!(q["name"], app.env.db_name);
+    assert_eq!(q["queued"], 3);
+    assert_eq!(q["pending"], 7);
+    assert_eq!(q["running"], 0);
+    assert_eq!(q["retry_scheduled"], 0);
+    assert_eq!(q["dead"], 0);
+    assert_eq!(
+        q["redis"]["ready"].as_i64().unwrap() + q["redis"]["scheduled"].as_i64().unwrap(),
+        3,
+        "{body}"
+    );
+}
