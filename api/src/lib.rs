@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
@@ -88,6 +89,12 @@ impl Application {
             self.state.clone(),
             stop.clone(),
         ));
+        let watch = tokio::spawn(
+            self.state
+                .job_watch
+                .clone()
+                .run(self.state.db.clone(), stop.clone()),
+        );
         tracing::info!(addr = %self.local_addr(), "api listening");
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
@@ -95,6 +102,7 @@ impl Application {
         stop.cancel();
         let _ = background.await;
         let _ = gauges.await;
+        let _ = watch.await;
         served.context("the HTTP server failed")
     }
 }

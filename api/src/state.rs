@@ -15,6 +15,7 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     pub settings: Arc<Settings>,
     pub auth: Arc<Authenticator>,
+    pub job_watch: Arc<crate::events::JobWatch>,
     admin_token_digest: [u8; 32],
 }
 
@@ -31,6 +32,7 @@ impl AppState {
             db,
             redis,
             dispatcher,
+            job_watch: Arc::default(),
             settings,
             auth,
             admin_token_digest: token_digest(admin_token),

@@ -212,3 +212,109 @@ async fn queue_depth_matches_the_batches_table() {
         "{body}"
     );
 }
+
+/// `(event, id, data)` of each event in an SSE body.
+fn sse_events(body: &str) -> Vec<(String, i64, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let (mut event, mut id, mut data) = (None, None, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(v.trim()).ok();
+                }
+            }
+            Some((event?, id?, data?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn progress_streams_over_sse_and_resumes_with_last_event_id() {
+    let app = TestApp::spawn().await;
+    let _worker = app.start_worker().await;
+    let sink = Sink::start(|_| Reply {
+        status: 200,
+        delay: Duration::from_millis(20),
+    })
+    .await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let records: Vec<Value> = (1..=200).map(|i| json!({"id": i})).collect();
+    let job = app
+        .create_job(
+            &key,
+            &json!({"source": {"type": "inline", "records": records},
+                    "destination": {"type": "http", "url": sink.url()}, "batch_size": 10, "parallelism": 2}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/jobs/{id}/events");
+    let res = app.tenant(&key, Method::GET, &path).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let body = tokio::time::timeout(Duration::from_secs(60), res.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    let events = sse_events(&body);
+    assert!(events.len() >= 3, "progress events as the job runs: {body}");
+    let done: Vec<_> = events.iter().filter(|e| e.0 == "done").collect();
+    assert_eq!(done.len(), 1, "exactly one terminal event");
+    assert_eq!(
+        events.last().unwrap().0,
+        "done",
+        "the terminal event comes last"
+    );
+    assert_eq!(done[0].2["status"], "completed");
+    assert_eq!(done[0].2["progress"]["succeeded"], 200);
+    for pair in events.windows(2) {
+        assert!(pair[1].1 > pair[0].1, "event ids grow");
+        let (a, b) = (
+            &pair[0].2["progress"]["succeeded"],
+            &pair[1].2["progress"]["succeeded"],
+        );
+        assert!(b.as_i64() >= a.as_i64(), "progress never goes back");
+    }
+    // Resuming after the second-to-last event replays only what came after it.
+    let before_last = events[events.len() - 2].1;
+    let resumed = app
+        .tenant(&key, Method::GET, &path)
+        .header("last-event-id", before_last.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let again = sse_events(&resumed);
+    assert_eq!(again.len(), 1, "{resumed}");
+    assert_eq!(again[0].0, "done");
+    // A client that saw the end gets nothing more; another tenant gets a 404.
+    let finished = app
+        .tenant(&key, Method::GET, &path)
+        .header("last-event-id", events.last().unwrap().1.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(sse_events(&finished).is_empty());
+    let (_, other) = app.tenant_with_key("globex").await;
+    assert_eq!(
+        app.tenant(&other, Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod batches;
 pub mod dead_letters;
+pub mod events;
 pub mod fleet;
 pub mod jobs;
 pub mod logs;
@@ -21,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(jobs::router())
         .merge(batches::router())
+        .merge(events::router())
         .merge(logs::router())
         .merge(dead_letters::router())
         .merge(retries::router())

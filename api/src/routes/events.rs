@@ -1,0 +1,103 @@
+//! `GET /api/v1/jobs/{id}/events`: a job's progress as Server-Sent Events.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    extract::State,
+    http::HeaderMap,
+    response::sse::{Event, KeepAlive, Sse},
+};
+use freight_core::repo::{batches, jobs};
+use futures::{Stream, stream};
+use tokio::sync::watch;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    auth::AuthTenant,
+    error::{ApiResult, Problem},
+    events::Snapshot,
+    extract::ApiPath,
+    state::AppState,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(job_events))
+}
+
+/// Follow a job: `event: progress` (data: the job) whenever its counters change, at most
+/// a few times a second; then one `event: done` with the job in its terminal state, and
+/// the stream ends. Each event's `id` grows; send it back as `Last-Event-ID` to resume
+/// without seeing an event twice.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", security(("api_key" = [])),
+    params(("id" = Uuid, Path), ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    responses((status = 200, content_type = "text/event-stream", body = String,
+        description = "`event: progress` / `event: done`, `data:` the job object"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
+async fn job_events(
+    State(state): State<AppState>,
+    auth: AuthTenant,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let last_seen: i64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    // Subscribe before reading the current state, so no change falls between the two.
+    let rx = state.job_watch.subscribe(id);
+    let job = jobs::get(&state.db, auth.tenant_id, id).await?;
+    let counts = batches::counts(&state.db, &[id])
+        .await?
+        .remove(&id)
+        .unwrap_or_default();
+    let first = Arc::new(Snapshot::of(job, counts));
+    let stream = stream::unfold(
+        Follow {
+            rx,
+            last_sent: last_seen,
+            first: Some(first),
+            done: false,
+        },
+        next_event,
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+struct Follow {
+    rx: watch::Receiver<Option<Arc<Snapshot>>>,
+    last_sent: i64,
+    first: Option<Arc<Snapshot>>,
+    done: bool,
+}
+
+async fn next_event(mut f: Follow) -> Option<(Result<Event, Infallible>, Follow)> {
+    if f.done {
+        return None;
+    }
+    loop {
+        let snapshot = match f.first.take() {
+            Some(s) => s,
+            None => {
+                f.rx.changed().await.ok()?;
+                f.rx.borrow_and_update().clone()?
+            }
+        };
+        if snapshot.version <= f.last_sent {
+            // Already seen (a resumed client). A finished job has nothing more to say.
+            if snapshot.is_terminal() {
+                return None;
+            }
+            continue;
+        }
+        f.last_sent = snapshot.version;
+        f.done = snapshot.is_terminal();
+        let event = Event::default()
+            .event(if f.done { "done" } else { "progress" })
+            .id(snapshot.version.to_string())
+            .json_data(&snapshot.view)
+            .expect("a job view serialises");
+        return Some((Ok(event), f));
+    }
+}
