@@ -7,6 +7,7 @@ use sea_orm_migration::sea_orm::{DatabaseConnection, TransactionTrait};
 
 mod m20261122_000001_initial;
 mod m20261122_000002_engine;
+mod m20261122_000003_indexes;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_engine::Migration),
+            Box::new(m20261122_000003_indexes::Migration),
         ]
     }
 }

@@ -525,3 +525,37 @@ async fn a_small_job_is_not_starved_by_a_big_one() {
         .wait_finished(&key_a, &big_id, Duration::from_secs(60))
         .await;
 }
+
+#[tokio::test]
+async fn cancelling_a_job_whose_worker_died_mid_batch_still_ends_cancelled() {
+    let app = TestApp::spawn().await;
+    let sink = Sink::accepting().await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let job = app
+        .create_job(&key, &http_job(&sink.url(), records(30), 10, 1))
+        .await;
+    let (job_id, id) = id_of(&job);
+    // A worker claimed the first batch and died: running, heartbeat long expired.
+    app.db
+        .execute_unprepared(&format!(
+            "UPDATE batches SET status = 'running', attempts = 1, worker_id = 'dead-worker',
+                    heartbeat_at = now() - interval '1 hour'
+             WHERE job_id = '{job_id}' AND seq = 1"
+        ))
+        .await
+        .unwrap();
+    let res = app
+        .tenant(&key, Method::POST, &format!("/api/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "cancelling");
+    // No worker will ever record that batch; the reconciler ends it.
+    let _worker = app.start_worker().await;
+    let done = app.wait_finished(&key, &id, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["progress"]["cancelled"], 30);
+    assert_eq!(sink.count(), 0, "nothing was delivered for a cancelled job");
+    assert_invariants(&app.db, job_id).await;
+}

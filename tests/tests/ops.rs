@@ -118,19 +118,39 @@ async fn unknown_routes_and_methods_get_problem_documents() {
 
 #[tokio::test]
 async fn slow_requests_time_out_with_a_problem() {
-    // A 1 ms request timeout: a job creation (which hashes nothing but talks to Postgres
-    // several times) cannot finish in time, and the client gets a 408 problem.
+    // A body that trickles in slower than the 500 ms request timeout: the server stops
+    // waiting and answers 408 with a problem document.
     let app =
-        TestApp::spawn_with(|s| s.http.request_timeout = std::time::Duration::from_millis(1)).await;
+        TestApp::spawn_with(|s| s.http.request_timeout = std::time::Duration::from_millis(500))
+            .await;
+    let chunks = futures::stream::unfold(0, |i| async move {
+        match i {
+            0 => Some((
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"name\":")),
+                1,
+            )),
+            1 => {
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                Some((Ok(bytes::Bytes::from_static(b"\"slow\"}")), 2))
+            }
+            _ => None,
+        }
+    });
+    let started = std::time::Instant::now();
     let res = app
         .request(Method::POST, "/api/v1/admin/tenants")
         .bearer_auth(freight_tests::ADMIN_TOKEN)
-        .json(&serde_json::json!({"name": "slow"}))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "answered at the timeout"
+    );
 }
 
 #[tokio::test]

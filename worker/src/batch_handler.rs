@@ -49,6 +49,18 @@ impl Engine {
 
     async fn deliver_claimed(&self, batch: batches::ClaimedBatch) -> freight_core::Result<()> {
         let started = std::time::Instant::now();
+        // Registered at once, so a cancel announced from here on reaches this batch.
+        let running = self.inflight.register(batch.id, batch.job_id);
+        // Stop starting new writes well before apalis' own timeout would drop this
+        // handler: what was delivered by then is recorded, the rest goes again at once.
+        let deadline = {
+            let token = running.token.clone();
+            let after = self.settings.worker.batch_timeout.mul_f64(0.8);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                token.cancel();
+            })
+        };
         // Delayed messages are scheduled to the second; wait out the rest (under 2 s).
         if let Some(at) = batch.next_attempt_at
             && let Ok(early) = (at - Utc::now()).to_std()
@@ -58,7 +70,6 @@ impl Engine {
         let policy: RetryPolicy =
             serde_json::from_value(batch.retry_policy.clone()).unwrap_or_default();
         let records = batches::pending_records(&self.db, &batch).await?;
-        let running = self.inflight.register(batch.id, batch.job_id);
         let results = match serde_json::from_value::<Destination>(batch.destination.clone()) {
             Ok(destination) => {
                 let to_deliver: Vec<RecordToDeliver> = records
@@ -84,6 +95,7 @@ impl Engine {
                 })
                 .collect(),
         };
+        deadline.abort();
         let attempts: Vec<ledger::AttemptResult> = records
             .iter()
             .zip(results)

@@ -33,6 +33,8 @@ pub struct ReconcileReport {
     pub overdue_redispatched: usize,
     pub windows_refilled: usize,
     pub jobs_finalized: usize,
+    /// Cancelling jobs whose abandoned batches were cancelled.
+    pub abandoned_cancelled: usize,
 }
 
 impl ReconcileReport {
@@ -62,6 +64,17 @@ impl Reconciler {
             reconcile::overdue(db, self.config.overdue_after.as_secs_f64(), limit).await?;
         let (mut refill, jobs_finalized) = reconcile::windows_and_stragglers(db, limit).await?;
         let windows_refilled = refill.len();
+        let stale_secs = self.config.heartbeat_timeout.as_secs_f64();
+        let mut abandoned_cancelled = 0;
+        for job_id in reconcile::cancelling_with_abandoned_batches(db, stale_secs, limit).await? {
+            if let Some((done, dispatch)) =
+                lifecycle::cancel_abandoned(db, job_id, stale_secs).await?
+            {
+                abandoned_cancelled += 1;
+                done.record_metrics();
+                refill.extend(dispatch);
+            }
+        }
         for tenant in reconcile::tenants_with_queued_jobs(db, limit).await? {
             refill.extend(lifecycle::admit_tenant(db, tenant).await?);
         }
@@ -91,6 +104,7 @@ impl Reconciler {
             overdue_redispatched: overdue.len(),
             windows_refilled,
             jobs_finalized,
+            abandoned_cancelled,
         })
     }
 

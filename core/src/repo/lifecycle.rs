@@ -102,33 +102,7 @@ pub async fn cancel(db: &DatabaseConnection, tenant_id: Uuid, job_id: Uuid) -> R
         }
         _ => {}
     }
-    let row = txn
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "WITH target AS (
-                 SELECT id, retrying_records FROM batches
-                 WHERE job_id = $1 AND status IN ('pending', 'queued', 'retry_scheduled') FOR UPDATE),
-             upd AS (
-                 UPDATE batches b SET status = 'cancelled', finished_at = now(), updated_at = now(), retrying_records = 0
-                 FROM target t WHERE b.id = t.id
-                 RETURNING b.id, b.first_record_seq, b.last_record_seq, t.retrying_records AS was_retrying),
-             recs AS (
-                 UPDATE job_records r SET status = 'cancelled'
-                 FROM upd WHERE r.job_id = $1 AND r.seq BETWEEN upd.first_record_seq AND upd.last_record_seq
-                   AND r.status = 'pending'
-                 RETURNING r.seq, upd.id AS batch_id, r.attempts),
-             logs AS (
-                 INSERT INTO record_logs (job_id, tenant_id, batch_id, record_seq, attempt, status, error)
-                 SELECT $1, $2, batch_id, seq, attempts, 'cancelled', 'job cancelled before this record was delivered'
-                 FROM recs)
-             SELECT (SELECT count(*) FROM recs)::bigint AS cancelled,
-                    (SELECT COALESCE(sum(was_retrying), 0) FROM upd)::bigint AS was_retrying",
-            [job_id.into(), tenant_id.into()],
-        ))
-        .await?
-        .ok_or_else(|| Error::Internal("cancel returned no row".into()))?;
-    let cancelled: i64 = row.try_get("", "cancelled")?;
-    let was_retrying: i64 = row.try_get("", "was_retrying")?;
+    let (cancelled, was_retrying) = cancel_batches(&txn, job_id, tenant_id, Unstarted).await?;
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "UPDATE jobs SET cancelled_records = cancelled_records + $2, retrying_records = retrying_records - $3,
@@ -161,6 +135,104 @@ pub async fn cancel(db: &DatabaseConnection, tenant_id: Uuid, job_id: Uuid) -> R
     })
 }
 
+/// Which of a cancelled job's batches to cancel.
+pub enum CancelScope {
+    /// Batches not running: pending, queued, retry-scheduled.
+    Unstarted,
+    /// Running batches whose worker stopped heartbeating this many seconds ago: nobody
+    /// will ever record their outcome, because a cancelling job's batches are not claimed.
+    Abandoned { stale_after_secs: f64 },
+}
+use CancelScope::*;
+
+/// Cancels the chosen batches of a job and their pending records, each with a
+/// `cancelled` log row. Returns (records cancelled, records that were waiting for a
+/// retry) for the job's counters, which the caller updates. Guard: the caller holds the
+/// job's row lock; `FOR UPDATE` re-checks each batch's state after any wait.
+pub async fn cancel_batches(
+    txn: &impl ConnectionTrait,
+    job_id: Uuid,
+    tenant_id: Uuid,
+    scope: CancelScope,
+) -> Result<(i64, i64)> {
+    let (condition, stale) = match scope {
+        Unstarted => ("status IN ('pending', 'queued', 'retry_scheduled')", 0.0),
+        Abandoned { stale_after_secs } => (
+            "status = 'running' AND heartbeat_at < now() - make_interval(secs => $3)",
+            stale_after_secs,
+        ),
+    };
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "WITH target AS (
+                     SELECT id, retrying_records FROM batches WHERE job_id = $1 AND {condition} FOR UPDATE),
+                 upd AS (
+                     UPDATE batches b SET status = 'cancelled', finished_at = now(), updated_at = now(),
+                            retrying_records = 0, heartbeat_at = NULL
+                     FROM target t WHERE b.id = t.id
+                     RETURNING b.id, b.first_record_seq, b.last_record_seq, t.retrying_records AS was_retrying),
+                 recs AS (
+                     UPDATE job_records r SET status = 'cancelled'
+                     FROM upd WHERE r.job_id = $1 AND r.seq BETWEEN upd.first_record_seq AND upd.last_record_seq
+                       AND r.status = 'pending'
+                     RETURNING r.seq, upd.id AS batch_id, r.attempts),
+                 logs AS (
+                     INSERT INTO record_logs (job_id, tenant_id, batch_id, record_seq, attempt, status, error)
+                     SELECT $1, $2, batch_id, seq, attempts, 'cancelled', 'job cancelled before this record was delivered'
+                     FROM recs)
+                 SELECT (SELECT count(*) FROM recs)::bigint AS cancelled,
+                        (SELECT COALESCE(sum(was_retrying), 0) FROM upd)::bigint AS was_retrying,
+                        $3::float8 AS stale"
+            ),
+            [job_id.into(), tenant_id.into(), stale.into()],
+        ))
+        .await?
+        .ok_or_else(|| Error::Internal("cancel returned no row".into()))?;
+    Ok((
+        row.try_get("", "cancelled")?,
+        row.try_get("", "was_retrying")?,
+    ))
+}
+
+/// Cancels the abandoned batches of a cancelling job (their worker died mid-batch) and
+/// finalises it: without this, the job would stay `cancelling` for ever. Returns batches
+/// to dispatch for the tenant's next jobs, or `None` if the job was busy or not cancelling.
+pub async fn cancel_abandoned(
+    db: &DatabaseConnection,
+    job_id: Uuid,
+    stale_after_secs: f64,
+) -> Result<Option<(Finalized, Vec<Uuid>)>> {
+    let txn = db.begin().await?;
+    let locked = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT tenant_id FROM jobs WHERE id = $1 AND status = 'cancelling' FOR UPDATE SKIP LOCKED",
+            [job_id.into()],
+        ))
+        .await?;
+    let Some(row) = locked else { return Ok(None) };
+    let tenant_id: Uuid = row.try_get("", "tenant_id")?;
+    let (cancelled, was_retrying) =
+        cancel_batches(&txn, job_id, tenant_id, Abandoned { stale_after_secs }).await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE jobs SET cancelled_records = cancelled_records + $2, retrying_records = retrying_records - $3,
+                updated_at = now()
+         WHERE id = $1",
+        [job_id.into(), cancelled.into(), was_retrying.into()],
+    ))
+    .await?;
+    let Some(done) = finalize(&txn, job_id).await? else {
+        txn.commit().await?;
+        return Ok(None);
+    };
+    let dispatch = windows::admit(&txn, tenant_id).await?;
+    txn.commit().await?;
+    Ok(Some((done, dispatch)))
+}
+
 /// Which dead letters to re-run.
 pub enum RequeueScope {
     Job(Uuid),
@@ -184,16 +256,37 @@ pub async fn requeue(
         RequeueScope::Ids(ids) => ("d.id = ANY($2)", ids.into()),
     };
     let txn = db.begin().await?;
+    // Lock the jobs first, in id order and in a statement of their own: a concurrent
+    // cancel, ledger or requeue of the same job then runs wholly before or after this
+    // one, and the statements below see its committed result.
+    let locked = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "SELECT id FROM jobs WHERE tenant_id = $1
+                   AND status IN ('running', 'completed_with_errors', 'failed')
+                   AND id IN (SELECT d.job_id FROM dead_letters d
+                              WHERE d.tenant_id = $1 AND d.requeued_at IS NULL AND {filter})
+                 ORDER BY id FOR UPDATE"
+            ),
+            [tenant_id.into(), arg.clone()],
+        ))
+        .await?;
+    let job_ids: Vec<Uuid> = locked
+        .iter()
+        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
+        .collect();
+    if job_ids.is_empty() {
+        return Ok((0, Vec::new()));
+    }
     let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             format!(
                 "WITH dl AS (
                      UPDATE dead_letters d SET requeued_at = now(), requeue_count = requeue_count + 1
-                     WHERE d.tenant_id = $1 AND d.requeued_at IS NULL AND {filter}
+                     WHERE d.tenant_id = $1 AND d.requeued_at IS NULL AND {filter} AND d.job_id = ANY($3)
                        AND EXISTS (SELECT 1 FROM batches b WHERE b.id = d.batch_id AND b.status = 'failed')
-                       AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = d.job_id
-                                   AND j.status IN ('running', 'completed_with_errors', 'failed'))
                      RETURNING d.job_id, d.batch_id, d.record_seq),
                  recs AS (
                      UPDATE job_records r SET status = 'pending', attempts = 0, last_error = NULL
@@ -202,9 +295,9 @@ pub async fn requeue(
                  bat AS (
                      UPDATE batches SET status = 'pending', finished_at = NULL, next_attempt_at = NULL, updated_at = now()
                      WHERE id IN (SELECT batch_id FROM recs) AND status = 'failed' RETURNING id)
-                 SELECT job_id, count(*)::bigint AS n FROM recs GROUP BY job_id"
+                 SELECT job_id, count(*)::bigint AS n FROM recs GROUP BY job_id ORDER BY job_id"
             ),
-            [tenant_id.into(), arg],
+            [tenant_id.into(), arg, job_ids.into()],
         ))
         .await?;
     let mut total = 0;

@@ -128,3 +128,23 @@ pub async fn tenants_with_queued_jobs(db: &impl ConnectionTrait, limit: i64) -> 
         .await?;
     Ok(ids(rows, "tenant_id"))
 }
+
+/// Cancelling jobs with a running batch whose worker stopped heartbeating: their batches
+/// will never be claimed again, so [`lifecycle::cancel_abandoned`] must end them.
+pub async fn cancelling_with_abandoned_batches(
+    db: &impl ConnectionTrait,
+    after_secs: f64,
+    limit: i64,
+) -> Result<Vec<Uuid>> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT DISTINCT b.job_id FROM batches b JOIN jobs j ON j.id = b.job_id
+             WHERE b.status = 'running' AND b.heartbeat_at < now() - make_interval(secs => $1)
+               AND j.status = 'cancelling'
+             LIMIT $2",
+            [after_secs.into(), limit.into()],
+        ))
+        .await?;
+    Ok(ids(rows, "job_id"))
+}

@@ -37,16 +37,23 @@ pub async fn fill_window(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<
 
 /// Promotes the tenant's oldest queued jobs to `running` while it has fewer than
 /// `max_concurrent_jobs` running (or cancelling), and fills their windows.
-/// Guard: locks the tenant row, so concurrent admissions for one tenant take turns.
+/// Guard: locks the tenant row first, so concurrent admissions for one tenant take turns.
 pub async fn admit(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uuid>> {
+    // The lock is its own statement: a statement that waited for it would count the
+    // tenant's running jobs in a snapshot taken before the wait, and over-admit.
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE",
+        [tenant_id.into()],
+    ))
+    .await?;
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "WITH tenant AS (SELECT max_concurrent_jobs FROM tenants WHERE id = $1 FOR UPDATE),
-             active AS (SELECT count(*) AS n FROM jobs WHERE tenant_id = $1 AND status IN ('running', 'cancelling')),
+            "WITH active AS (SELECT count(*) AS n FROM jobs WHERE tenant_id = $1 AND status IN ('running', 'cancelling')),
              next AS (
                  SELECT id FROM jobs WHERE tenant_id = $1 AND status = 'queued' ORDER BY id
-                 LIMIT GREATEST((SELECT max_concurrent_jobs FROM tenant) - (SELECT n FROM active), 0)
+                 LIMIT GREATEST((SELECT max_concurrent_jobs FROM tenants WHERE id = $1) - (SELECT n FROM active), 0)
                  FOR UPDATE SKIP LOCKED)
              UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now()), updated_at = now()
              WHERE id IN (SELECT id FROM next) RETURNING id",
