@@ -318,3 +318,139 @@ async fn progress_streams_over_sse_and_resumes_with_last_event_id() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn logs_are_structured_and_hold_no_secret() {
+    // The whole of Freight in one child process, logging JSON at debug level.
+    let env = freight_tests::TestEnv::new().await;
+    let port = free_port();
+    let log_path =
+        std::env::temp_dir().join(format!("freight-logs-{}.jsonl", uuid::Uuid::new_v4()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let admin = "operator-token-that-must-not-leak-42";
+    let mut child = Command::new(freight_tests::freight_binary())
+        .arg("all")
+        .env("DATABASE_URL", database_url(&env.db_name))
+        .env("REDIS_URL", freight_tests::redis_url())
+        .env("REDIS_QUEUE", &env.db_name)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("ADMIN_TOKEN", admin)
+        .env("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", "true")
+        .env("MIGRATE_ON_START", "false")
+        .env("LOG_FORMAT", "json")
+        .env(
+            "LOG_LEVEL",
+            "debug,h2=info,hyper=info,tower=info,reqwest=info",
+        )
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            client.get(format!("{base}/health")).send().await.is_ok()
+        })
+        .await,
+        "freight all did not start"
+    );
+    let tenant: Value = client
+        .post(format!("{base}/api/v1/admin/tenants"))
+        .bearer_auth(admin)
+        .json(&json!({"name": "acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key: Value = client
+        .post(format!(
+            "{base}/api/v1/admin/tenants/{}/api-keys",
+            tenant["id"].as_str().unwrap()
+        ))
+        .bearer_auth(admin)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let sink = Sink::start(|r| {
+        if r.body["id"] == 2 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let header_secret = "Bearer header-secret-value-77";
+    let url_secret = "urlpassword-secret-88";
+    let url = format!("http://user:{url_secret}@{}/import", sink.addr);
+    let job: Value = client
+        .post(format!("{base}/api/v1/jobs"))
+        .bearer_auth(&key)
+        .header("x-request-id", "req-observed-1")
+        .json(&json!({"source": {"type": "inline", "records": [{"id": 1}, {"id": 2}, {"id": 3}]},
+                      "destination": {"type": "http", "url": url, "headers": {"Authorization": header_secret}},
+                      "retry": {"max_attempts": 2, "initial_interval_ms": 50}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let finished = wait_until(Duration::from_secs(30), || async {
+        let j: Value = client
+            .get(format!("{base}/api/v1/jobs/{id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        j["status"] == "completed_with_errors"
+    })
+    .await;
+    assert!(finished);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    let key_secret = key.rsplit('_').next().unwrap();
+    for secret in [admin, key_secret, header_secret, url_secret] {
+        assert!(
+            !text.contains(secret),
+            "a secret reached the logs: {secret}"
+        );
+    }
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(lines.len() > 10, "JSON log lines: {text}");
+    let request_line = lines
+        .iter()
+        .find(|l| l.to_string().contains("req-observed-1"))
+        .expect("a log line of the job creation request carries its request id");
+    assert!(request_line.to_string().contains("request_id"));
+    let batch_line = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"] == "batch attempt recorded"
+                || l["message"] == "batch attempt recorded"
+        })
+        .expect("the worker logs each batch attempt");
+    let line = batch_line.to_string();
+    for field in ["tenant_id", "job_id", "batch_id", "attempt"] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    assert!(line.contains(&id));
+}
