@@ -103,6 +103,39 @@ impl Dispatcher {
     }
 }
 
+/// Deletes finished tasks from Redis. apalis-redis keeps every task's payload and
+/// metadata for ever (its own `vacuum` deletes tasks still waiting to retry, which breaks
+/// workers); this removes only tasks in the done and dead sets — finished for good, since
+/// task ids are never reused — at most `limit` of each per call.
+const SWEEP_FINISHED: &str = r"
+local removed = 0
+for _, set in ipairs({KEYS[1], KEYS[2]}) do
+  local ids = redis.call('SPOP', set, ARGV[1])
+  for _, id in ipairs(ids) do
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('DEL', KEYS[4] .. ':' .. id)
+    removed = removed + 1
+  end
+end
+return removed
+";
+
+impl Dispatcher {
+    pub async fn sweep_finished(&self, limit: usize) -> Result<usize> {
+        let config = self.storage.get_config().clone();
+        let mut conn = self.storage.clone().get_connection().clone();
+        let removed: usize = redis::Script::new(SWEEP_FINISHED)
+            .key(config.done_jobs_set())
+            .key(config.dead_jobs_set())
+            .key(config.job_data_hash())
+            .key(config.job_meta_hash())
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(removed)
+    }
+}
+
 fn fresh_id() -> TaskId {
     TaskId::from_string(Uuid::now_v7().to_string())
 }

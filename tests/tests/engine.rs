@@ -559,3 +559,47 @@ async fn cancelling_a_job_whose_worker_died_mid_batch_still_ends_cancelled() {
     assert_eq!(sink.count(), 0, "nothing was delivered for a cancelled job");
     assert_invariants(&app.db, job_id).await;
 }
+
+#[tokio::test]
+async fn finished_tasks_are_swept_from_redis() {
+    let app = TestApp::spawn().await;
+    let _worker = app.start_worker().await;
+    let sink = Sink::accepting().await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let job = app
+        .create_job(&key, &http_job(&sink.url(), records(100), 10, 2))
+        .await;
+    let (_, id) = id_of(&job);
+    app.wait_finished(&key, &id, Duration::from_secs(60)).await;
+    let client = redis::Client::open(freight_tests::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let q = app.env.db_name.clone();
+    let swept = wait_until(Duration::from_secs(10), || {
+        let mut conn = conn.clone();
+        let q = q.clone();
+        async move {
+            let data: i64 = redis::cmd("HLEN")
+                .arg(format!("{q}:data"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let done: i64 = redis::cmd("SCARD")
+                .arg(format!("{q}:done"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            data == 0 && done == 0
+        }
+    })
+    .await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{q}:meta:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        swept && keys.is_empty(),
+        "finished tasks stay in Redis: {} meta keys",
+        keys.len()
+    );
+}

@@ -35,6 +35,8 @@ pub struct ReconcileReport {
     pub jobs_finalized: usize,
     /// Cancelling jobs whose abandoned batches were cancelled.
     pub abandoned_cancelled: usize,
+    /// Finished tasks deleted from Redis.
+    pub redis_swept: usize,
 }
 
 impl ReconcileReport {
@@ -105,6 +107,11 @@ impl Reconciler {
             windows_refilled,
             jobs_finalized,
             abandoned_cancelled,
+            redis_swept: self
+                .engine
+                .dispatcher
+                .sweep_finished(self.config.scan_limit as usize * 10)
+                .await?,
         })
     }
 
