@@ -117,6 +117,10 @@ async fn worker_metrics_move_with_a_job_and_match_its_counters() {
         "a histogram, not a summary"
     );
     assert!(
+        scrape.contains("tasks_total{"),
+        "apalis' own task metrics are exported too: {scrape}"
+    );
+    assert!(
         get("freight_reconciler_runs_total") >= 1.0,
         "this worker leads the reconciler"
     );

@@ -246,6 +246,7 @@ fn queue_monitor(engine: &Arc<Engine>, redis: redis::aio::ConnectionManager) -> 
             .concurrency(concurrency)
             .retry(apalis::prelude::RetryPolicy::retries(0))
             .timeout(settings.worker.batch_timeout)
+            .layer(apalis::layers::prometheus::PrometheusLayer::default())
             .catch_panic()
             .parallelize(tokio::spawn)
             .build(batch_handler::deliver_batch)
