@@ -35,6 +35,12 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The tenant is over its request rate.
+    #[error("too many requests: this tenant is limited to {limit} requests per second")]
+    TooManyRequests {
+        retry_after: std::time::Duration,
+        limit: u32,
+    },
     #[error("{0}")]
     Unavailable(String),
     /// Something broke on our side. The message is logged, never sent.
@@ -60,6 +66,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -104,6 +111,14 @@ impl Problem {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let rate_headers = match &self {
+            Self::TooManyRequests { retry_after, limit } => {
+                // Whole seconds, rounded up: a client that waits this long gets through.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Some((secs.max(1), *limit))
+            }
+            _ => None,
+        };
         let problem = match self {
             Self::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
@@ -124,6 +139,13 @@ impl IntoResponse for ApiError {
             other => Problem::new(status, other.to_string()),
         };
         let mut res = problem.into_response_with(status);
+        if let Some((secs, limit)) = rate_headers {
+            let h = res.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            h.insert("ratelimit-limit", HeaderValue::from(limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(0));
+            h.insert("ratelimit-reset", HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -16,6 +16,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub auth: Arc<Authenticator>,
     pub job_watch: Arc<crate::events::JobWatch>,
+    pub rate_limiter: Arc<crate::auth::rate_limit::RateLimiter>,
     admin_token_digest: [u8; 32],
 }
 
@@ -33,6 +34,7 @@ impl AppState {
             redis,
             dispatcher,
             job_watch: Arc::default(),
+            rate_limiter: Arc::default(),
             settings,
             auth,
             admin_token_digest: token_digest(admin_token),

@@ -362,3 +362,67 @@ async fn tenant_limits_are_checked_up_to_their_maximum() {
     let dup = create(json!({"name": "big"})).await.unwrap();
     assert_eq!(dup.status(), StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_rate_gets_429_with_retry_after() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .admin(Method::POST, "/api/v1/admin/tenants")
+        .json(&json!({"name": "chatty", "rate_limit_per_second": 2}))
+        .send()
+        .await
+        .unwrap();
+    let tenant: Value = res.json().await.unwrap();
+    assert_eq!(tenant["rate_limit_burst"], 4);
+    let (_, key) = app
+        .create_key(tenant["id"].as_str().unwrap().parse().unwrap(), json!({}))
+        .await;
+    let (_, calm) = app.tenant_with_key("calm").await;
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..8 {
+        let res = app
+            .tenant(&key, Method::GET, "/api/v1/jobs")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        if res.status() == StatusCode::TOO_MANY_REQUESTS && refused.is_none() {
+            refused = Some(res);
+        }
+    }
+    assert!(
+        statuses.iter().filter(|&&s| s == 200).count() >= 4,
+        "the burst passes: {statuses:?}"
+    );
+    let refused = refused.unwrap_or_else(|| panic!("no 429 in {statuses:?}"));
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after));
+    assert_eq!(refused.headers()["ratelimit-limit"], "2");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    // Another tenant is not slowed down, and the limited one recovers.
+    assert_eq!(
+        app.tenant(&calm, Method::GET, "/api/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(
+        app.tenant(&key, Method::GET, "/api/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}

@@ -32,6 +32,8 @@ use crate::error::ApiError;
 pub struct Principal {
     pub tenant_id: Uuid,
     pub key_id: Uuid,
+    /// The tenant's request rate limit: sustained per second, and burst.
+    pub rate: (u32, u32),
 }
 
 #[derive(Clone)]
@@ -116,6 +118,10 @@ impl Authenticator {
         let principal = Principal {
             tenant_id: row.tenant_id,
             key_id: row.id,
+            rate: (
+                row.rate_limit_per_second.max(1) as u32,
+                row.rate_limit_burst.max(1) as u32,
+            ),
         };
         if self.invalidations.load(Ordering::Acquire) == epoch {
             let entry = CachedKey {

@@ -2,6 +2,7 @@
 //! cannot forget to check, and every tenant query takes the tenant id it yields.
 
 mod authenticator;
+pub mod rate_limit;
 
 pub use authenticator::{Authenticator, Principal};
 
@@ -35,6 +36,13 @@ impl FromRequestParts<AppState> for AuthTenant {
             ));
         }
         let p = state.auth.authenticate(&token).await?;
+        state
+            .rate_limiter
+            .check(p.tenant_id, p.rate)
+            .map_err(|l| ApiError::TooManyRequests {
+                retry_after: l.retry_after,
+                limit: l.limit,
+            })?;
         let span = tracing::Span::current();
         span.record("tenant.id", tracing::field::display(p.tenant_id));
         Ok(AuthTenant {

@@ -51,6 +51,8 @@ pub struct KeyForAuth {
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub tenant_status: TenantStatus,
+    pub rate_limit_per_second: i32,
+    pub rate_limit_burst: i32,
 }
 
 /// Looks a key up by its public id, with its tenant's status (one indexed read).
@@ -60,7 +62,8 @@ pub async fn find_for_auth(
 ) -> Result<Option<KeyForAuth>> {
     Ok(KeyForAuth::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT k.id, k.tenant_id, k.secret_hash, k.expires_at, k.revoked_at, t.status AS tenant_status
+        "SELECT k.id, k.tenant_id, k.secret_hash, k.expires_at, k.revoked_at, t.status AS tenant_status,
+                t.rate_limit_per_second, t.rate_limit_burst
          FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
          WHERE k.public_id = $1",
         [public_id.into()],
