@@ -38,6 +38,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // Install the metrics recorder before the first request is counted.
         freight_core::metrics::handle();
+        freight_core::metrics::set_tenant_labels(settings.metrics_tenant_labels);
         let db = db::connect(&settings.database)
             .await
             .context("cannot connect to Postgres (DATABASE_URL)")?;

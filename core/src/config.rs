@@ -29,6 +29,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// `MIGRATE_ON_START`: apply pending migrations when the api or worker starts.
     pub migrate_on_start: bool,
+    /// `METRICS_TENANT_LABELS`: label job and record counters with the tenant id.
+    pub metrics_tenant_labels: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +180,7 @@ impl Settings {
                 filter: lookup("RUST_LOG").unwrap_or_else(|| env.string("LOG_LEVEL", "info")),
             },
             migrate_on_start: env.boolean("MIGRATE_ON_START", true)?,
+            metrics_tenant_labels: env.boolean("METRICS_TENANT_LABELS", false)?,
         })
     }
 }

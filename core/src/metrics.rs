@@ -1,7 +1,16 @@
 //! Metric names and the Prometheus recorder. Every metric Freight emits is named here, so
 //! dashboards, alerts and code agree. Tenant ids are never labels.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use metrics::Label;
+use uuid::Uuid;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -74,8 +83,33 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+static TENANT_LABELS: AtomicBool = AtomicBool::new(false);
+
+/// `METRICS_TENANT_LABELS`: add a `tenant_id` label to the job and record counters. Off by
+/// default: with many tenants it multiplies the series Prometheus must keep.
+pub fn set_tenant_labels(on: bool) {
+    TENANT_LABELS.store(on, Ordering::Relaxed);
+}
+
+fn labels(tenant: Uuid, mut labels: Vec<Label>) -> Vec<Label> {
+    if TENANT_LABELS.load(Ordering::Relaxed) {
+        labels.push(Label::new("tenant_id", tenant.to_string()));
+    }
+    labels
+}
+
+pub fn job_created(tenant: Uuid) {
+    metrics::counter!(JOBS_CREATED, labels(tenant, vec![])).increment(1);
+}
+
 /// Outcomes of one batch attempt, as the ledger recorded them.
-pub fn record_outcomes(succeeded: i64, failed: i64, dead_lettered: i64, cancelled: i64) {
+pub fn record_outcomes(
+    tenant: Uuid,
+    succeeded: i64,
+    failed: i64,
+    dead_lettered: i64,
+    cancelled: i64,
+) {
     for (outcome, n) in [
         ("succeeded", succeeded),
         ("failed", failed),
@@ -83,16 +117,24 @@ pub fn record_outcomes(succeeded: i64, failed: i64, dead_lettered: i64, cancelle
         ("cancelled", cancelled),
     ] {
         if n > 0 {
-            metrics::counter!(RECORDS, "outcome" => outcome).increment(n as u64);
+            metrics::counter!(
+                RECORDS,
+                labels(tenant, vec![Label::new("outcome", outcome)])
+            )
+            .increment(n as u64);
         }
     }
     if dead_lettered > 0 {
-        metrics::counter!(DEAD_LETTERS).increment(dead_lettered as u64);
+        metrics::counter!(DEAD_LETTERS, labels(tenant, vec![])).increment(dead_lettered as u64);
     }
 }
 
-pub fn job_finished(status: &str) {
-    metrics::counter!(JOBS_FINISHED, "status" => status.to_owned()).increment(1);
+pub fn job_finished(tenant: Uuid, status: &str) {
+    metrics::counter!(
+        JOBS_FINISHED,
+        labels(tenant, vec![Label::new("status", status.to_owned())])
+    )
+    .increment(1);
 }
 
 #[cfg(test)]
@@ -101,7 +143,7 @@ mod tests {
     fn recorded_metrics_are_rendered() {
         let handle = super::handle();
         metrics::counter!(super::RECONCILER_RUNS).increment(2);
-        super::record_outcomes(3, 0, 1, 0);
+        super::record_outcomes(uuid::Uuid::nil(), 3, 0, 1, 0);
         let text = handle.render();
         assert!(text.contains("freight_reconciler_runs_total 2"), "{text}");
         assert!(
@@ -109,5 +151,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("freight_dead_letters_total 1"), "{text}");
+        assert!(
+            !text.contains("tenant_id"),
+            "no tenant label unless an operator turns it on"
+        );
     }
 }

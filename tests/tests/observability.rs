@@ -16,6 +16,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 fn worker_binary(app: &TestApp, metrics_port: Option<u16>) -> Child {
+    worker_binary_with(app, metrics_port, &[])
+}
+
+fn worker_binary_with(app: &TestApp, metrics_port: Option<u16>, extra: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(freight_tests::freight_binary());
     cmd.arg("worker")
         .env("DATABASE_URL", database_url(&app.env.db_name))
@@ -26,6 +30,7 @@ fn worker_binary(app: &TestApp, metrics_port: Option<u16>) -> Child {
         .env("DATABASE_MAX_CONNECTIONS", "4")
         .env("WORKER_HEARTBEAT_INTERVAL", "300ms")
         .env("LOG_LEVEL", "warn")
+        .envs(extra.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(port) = metrics_port {
@@ -457,4 +462,32 @@ async fn logs_are_structured_and_hold_no_secret() {
         assert!(line.contains(field), "{field} missing from {line}");
     }
     assert!(line.contains(&id));
+}
+
+#[tokio::test]
+async fn tenant_labels_appear_only_when_an_operator_turns_them_on() {
+    let app = TestApp::spawn().await;
+    let port = free_port();
+    let worker = worker_binary_with(&app, Some(port), &[("METRICS_TENANT_LABELS", "true")]);
+    let sink = Sink::accepting().await;
+    let (tenant, key) = app.tenant_with_key("acme").await;
+    let job = app
+        .create_job(
+            &key,
+            &json!({"source": {"type": "inline", "records": [{"id": 1}, {"id": 2}]},
+                    "destination": {"type": "http", "url": sink.url()}}),
+        )
+        .await;
+    app.wait_finished(&key, job["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    let scrape = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = samples(&scrape);
+    let labelled = format!(r#"freight_records_total{{outcome="succeeded",tenant_id="{tenant}"}}"#);
+    assert_eq!(m.get(&labelled).copied(), Some(2.0), "{scrape}");
+    stop(worker);
 }

@@ -130,6 +130,7 @@ impl Engine {
             "batch attempt recorded"
         );
         freight_core::metrics::record_outcomes(
+            batch.tenant_id,
             recorded.succeeded,
             recorded.retrying,
             recorded.dead_lettered,

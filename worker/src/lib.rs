@@ -82,6 +82,7 @@ pub struct Worker {
 impl Worker {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         freight_core::metrics::handle();
+        freight_core::metrics::set_tenant_labels(settings.metrics_tenant_labels);
         let db = db::connect(&settings.database)
             .await
             .context("cannot connect to Postgres (DATABASE_URL)")?;

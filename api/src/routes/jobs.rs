@@ -95,7 +95,7 @@ async fn create_job(
     let idempotency = idempotency_key.map(|key| Idempotency { key, fingerprint });
     let (status, job) = match jobs::create(&state.db, auth.tenant_id, new, idempotency).await? {
         Created::New(job) => {
-            metrics::counter!(freight_core::metrics::JOBS_CREATED).increment(1);
+            freight_core::metrics::job_created(auth.tenant_id);
             (StatusCode::CREATED, job)
         }
         Created::Existing(job) => (StatusCode::OK, job),
@@ -355,7 +355,7 @@ async fn cancel_job(
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let cancelled = freight_core::repo::lifecycle::cancel(&state.db, auth.tenant_id, id).await?;
     if cancelled.job.status == JobStatus::Cancelled && cancelled.changed {
-        freight_core::metrics::job_finished("cancelled");
+        freight_core::metrics::job_finished(auth.tenant_id, "cancelled");
         metrics::histogram!(freight_core::metrics::CANCEL_LATENCY).record(0.0);
     }
     state.dispatch(&cancelled.to_dispatch).await;

@@ -30,7 +30,7 @@ pub async fn finalize(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<
              WHERE id = $1 AND status IN ('running', 'cancelling')
                AND NOT EXISTS (SELECT 1 FROM batches WHERE job_id = $1
                                AND status IN ('pending', 'queued', 'running', 'retry_scheduled'))
-             RETURNING status,
+             RETURNING status, tenant_id,
                        EXTRACT(EPOCH FROM (now() - cancel_requested_at))::float8 AS cancel_latency",
             [job_id.into()],
         ))
@@ -38,6 +38,7 @@ pub async fn finalize(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<
     let Some(row) = row else { return Ok(None) };
     Ok(Some(Finalized {
         status: parse_status(&row.try_get::<String>("", "status")?)?,
+        tenant_id: row.try_get("", "tenant_id")?,
         cancel_latency_secs: row.try_get("", "cancel_latency")?,
     }))
 }
@@ -46,6 +47,7 @@ pub async fn finalize(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<
 #[derive(Debug, Clone, Copy)]
 pub struct Finalized {
     pub status: JobStatus,
+    pub tenant_id: Uuid,
     /// For a cancelled job: seconds from the cancel request to now.
     pub cancel_latency_secs: Option<f64>,
 }
@@ -55,6 +57,7 @@ impl Finalized {
     pub fn record_metrics(&self) {
         let status = serde_json::to_value(self.status).ok();
         crate::metrics::job_finished(
+            self.tenant_id,
             status
                 .as_ref()
                 .and_then(|s| s.as_str())
