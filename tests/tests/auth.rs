@@ -426,3 +426,95 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn operators_change_a_tenants_status_and_limits() {
+    let app = TestApp::spawn().await;
+    let (tenant, key) = app.tenant_with_key("acme").await;
+    let path = format!("/api/v1/admin/tenants/{tenant}");
+    assert_eq!(
+        app.tenant(&key, Method::GET, "/api/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let res = app
+        .admin(Method::PATCH, &path)
+        .json(&json!({"status": "suspended", "rate_limit_per_second": 50, "max_records_per_job": 1000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "suspended");
+    assert_eq!(body["rate_limit_per_second"], 50);
+    assert_eq!(body["max_records_per_job"], 1000);
+    // The cached key stops working within seconds.
+    let refused = wait_until(Duration::from_secs(5), || async {
+        app.tenant(&key, Method::GET, "/api/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::FORBIDDEN
+    })
+    .await;
+    assert!(refused, "a suspended tenant's key still works");
+    let res = app
+        .admin(Method::PATCH, &path)
+        .json(&json!({"status": "active", "max_records_per_job": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["max_records_per_job"],
+        Value::Null
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            app.tenant(&key, Method::GET, "/api/v1/jobs")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == StatusCode::OK
+        })
+        .await
+    );
+    for (body, field) in [
+        (json!({"status": "asleep"}), "status"),
+        (json!({"rate_limit_burst": 0}), "rate_limit_burst"),
+        (json!({"max_records_per_job": 0}), "max_records_per_job"),
+    ] {
+        let res = app
+            .admin(Method::PATCH, &path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["errors"][0]["field"],
+            field
+        );
+    }
+    let res = app
+        .admin(
+            Method::PATCH,
+            &format!("/api/v1/admin/tenants/{}", uuid::Uuid::new_v4()),
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = app
+        .tenant(&key, Method::PATCH, &path)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}

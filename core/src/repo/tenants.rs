@@ -70,3 +70,45 @@ pub fn default_retry(tenant: &tenant::Model) -> RetryPolicy {
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default()
 }
+
+/// An operator's change to a tenant: only the fields given change.
+#[derive(Debug, Default)]
+pub struct TenantPatch {
+    pub status: Option<entity::tenant::TenantStatus>,
+    pub max_concurrent_jobs: Option<i32>,
+    pub rate_limit_per_second: Option<i32>,
+    pub rate_limit_burst: Option<i32>,
+    /// `Some(None)` removes the limit.
+    pub max_records_per_job: Option<Option<i64>>,
+}
+
+/// Applies a patch and bumps `updated_at`, which makes every api replica drop the
+/// tenant's keys from its auth cache within a poll (so a suspension or a new rate limit
+/// applies everywhere within seconds).
+pub async fn update(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    patch: TenantPatch,
+) -> Result<Option<tenant::Model>> {
+    let Some(current) = get(db, id).await? else {
+        return Ok(None);
+    };
+    let mut m: tenant::ActiveModel = current.into();
+    if let Some(v) = patch.status {
+        m.status = Set(v);
+    }
+    if let Some(v) = patch.max_concurrent_jobs {
+        m.max_concurrent_jobs = Set(v);
+    }
+    if let Some(v) = patch.rate_limit_per_second {
+        m.rate_limit_per_second = Set(v);
+    }
+    if let Some(v) = patch.rate_limit_burst {
+        m.rate_limit_burst = Set(v);
+    }
+    if let Some(v) = patch.max_records_per_job {
+        m.max_records_per_job = Set(v);
+    }
+    m.updated_at = Set(Utc::now());
+    Ok(Some(m.update(db).await?))
+}

@@ -27,7 +27,7 @@ use crate::{
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_tenant, list_tenants))
-        .routes(routes!(get_tenant))
+        .routes(routes!(get_tenant, update_tenant))
         .routes(routes!(create_tenant_key, list_tenant_keys))
         .routes(routes!(revoke_any_key))
 }
@@ -177,4 +177,85 @@ async fn revoke_any_key(
     ApiPath(key_id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
     revoke_key(&state, key_id, None).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateTenantRequest {
+    /// `active` or `suspended` (a suspended tenant's keys get 403).
+    pub status: Option<String>,
+    pub max_concurrent_jobs: Option<i64>,
+    pub rate_limit_per_second: Option<i64>,
+    pub rate_limit_burst: Option<i64>,
+    /// Largest job, in records; `null` removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    pub max_records_per_job: Option<Option<i64>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}
+
+/// Change a tenant's status or limits. Applies on every api replica within seconds;
+/// raising `max_concurrent_jobs` starts waiting jobs at once.
+#[utoipa::path(patch, path = "/api/v1/admin/tenants/{id}", tag = "admin", security(("admin_token" = [])),
+    params(("id" = Uuid, Path)), request_body = UpdateTenantRequest,
+    responses((status = 200, body = TenantView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update_tenant(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateTenantRequest>,
+) -> ApiResult<Json<TenantView>> {
+    use freight_core::repo::tenants::{MAX_RATE, TenantPatch};
+    let mut errors = Vec::new();
+    let mut bounded = |field: &str, v: Option<i64>, hi: i64| -> Option<i32> {
+        let v = v?;
+        if (1..=hi).contains(&v) {
+            Some(v as i32)
+        } else {
+            errors.push(FieldError::new(
+                field,
+                format!("must be between 1 and {hi}"),
+            ));
+            None
+        }
+    };
+    let patch = TenantPatch {
+        max_concurrent_jobs: bounded("max_concurrent_jobs", req.max_concurrent_jobs, 10_000),
+        rate_limit_per_second: bounded(
+            "rate_limit_per_second",
+            req.rate_limit_per_second,
+            MAX_RATE as i64,
+        ),
+        rate_limit_burst: bounded("rate_limit_burst", req.rate_limit_burst, MAX_RATE as i64),
+        max_records_per_job: match req.max_records_per_job {
+            Some(Some(n)) if n < 1 => {
+                errors.push(FieldError::new(
+                    "max_records_per_job",
+                    "must be at least 1, or null for no limit",
+                ));
+                None
+            }
+            other => other,
+        },
+        status: match req.status.as_deref() {
+            None => None,
+            Some("active") => Some(entity::tenant::TenantStatus::Active),
+            Some("suspended") => Some(entity::tenant::TenantStatus::Suspended),
+            Some(_) => {
+                errors.push(FieldError::new("status", "must be `active` or `suspended`"));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let tenant = tenants::update(&state.db, id, patch)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
+    state.admit(id).await?;
+    Ok(Json(tenant.into()))
 }
