@@ -58,14 +58,7 @@ async fn create_tenant(
         errors.push(FieldError::new("name", "is required, 1 to 200 characters"));
     }
     let mut bounded = |field: &str, v: Option<i64>, default: i64, hi: i64| -> i32 {
-        let v = v.unwrap_or(default);
-        if !(1..=hi).contains(&v) {
-            errors.push(FieldError::new(
-                field,
-                format!("must be between 1 and {hi}"),
-            ));
-        }
-        v.clamp(1, hi) as i32
+        in_range(&mut errors, field, Some(v.unwrap_or(default)), hi).unwrap_or(1)
     };
     let max_concurrent_jobs = bounded("max_concurrent_jobs", req.max_concurrent_jobs, 10, 10_000);
     let rate_limit_per_second = bounded(
@@ -118,9 +111,7 @@ async fn get_tenant(
     _: Operator,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<TenantView>> {
-    let tenant = tenants::get(&state.db, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
+    let tenant = find_tenant(&state, id).await?;
     Ok(Json(tenant.into()))
 }
 
@@ -135,9 +126,7 @@ async fn create_tenant_key(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<CreateApiKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
-    tenants::get(&state.db, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
+    find_tenant(&state, id).await?;
     Ok((
         StatusCode::CREATED,
         Json(create_key(&state, id, req).await?),
@@ -154,9 +143,7 @@ async fn list_tenant_keys(
     _: Operator,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<Vec<ApiKeyView>>> {
-    tenants::get(&state.db, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
+    find_tenant(&state, id).await?;
     Ok(Json(
         api_keys::list(&state.db, id)
             .await?
@@ -210,18 +197,7 @@ async fn update_tenant(
 ) -> ApiResult<Json<TenantView>> {
     use freight_core::repo::tenants::{MAX_RATE, TenantPatch};
     let mut errors = Vec::new();
-    let mut bounded = |field: &str, v: Option<i64>, hi: i64| -> Option<i32> {
-        let v = v?;
-        if (1..=hi).contains(&v) {
-            Some(v as i32)
-        } else {
-            errors.push(FieldError::new(
-                field,
-                format!("must be between 1 and {hi}"),
-            ));
-            None
-        }
-    };
+    let mut bounded = |field: &str, v: Option<i64>, hi: i64| in_range(&mut errors, field, v, hi);
     let patch = TenantPatch {
         max_concurrent_jobs: bounded("max_concurrent_jobs", req.max_concurrent_jobs, 10_000),
         rate_limit_per_second: bounded(
@@ -258,4 +234,25 @@ async fn update_tenant(
         .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
     state.admit(id).await?;
     Ok(Json(tenant.into()))
+}
+
+/// `Some(v)` if `v` is within 1..=`hi`; otherwise records a field error. `None` in, `None` out.
+fn in_range(errors: &mut Vec<FieldError>, field: &str, v: Option<i64>, hi: i64) -> Option<i32> {
+    let v = v?;
+    if (1..=hi).contains(&v) {
+        Some(v as i32)
+    } else {
+        errors.push(FieldError::new(
+            field,
+            format!("must be between 1 and {hi}"),
+        ));
+        None
+    }
+}
+
+/// The tenant, or a 404.
+async fn find_tenant(state: &AppState, id: Uuid) -> ApiResult<entity::tenant::Model> {
+    tenants::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))
 }
