@@ -200,3 +200,28 @@ pub async fn assert_invariants(db: &DatabaseConnection, job: Uuid) {
         "one dead letter per dead-lettered record"
     );
 }
+
+impl TestApp {
+    /// The real `freight worker` binary as a child process on this app's database and
+    /// Redis namespace, with quick engine timings; `extra` adds or overrides variables.
+    pub fn spawn_worker_binary(&self, extra: &[(&str, &str)]) -> std::process::Child {
+        std::process::Command::new(crate::freight_binary())
+            .arg("worker")
+            .env("DATABASE_URL", crate::database_url(&self.env.db_name))
+            .env("REDIS_URL", crate::redis_url())
+            .env("REDIS_QUEUE", &self.env.db_name)
+            .env("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", "true")
+            .env("MIGRATE_ON_START", "false")
+            .env("DATABASE_MAX_CONNECTIONS", "4")
+            .env("WORKER_BATCH_HEARTBEAT_INTERVAL", "500ms")
+            .env("WORKER_BATCH_STALE_AFTER", "3s")
+            .env("RECONCILER_INTERVAL", "500ms")
+            .env("RECONCILER_OVERDUE_AFTER", "2s")
+            .env("LOG_LEVEL", "warn")
+            .envs(extra.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the freight binary")
+    }
+}

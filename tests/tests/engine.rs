@@ -2,7 +2,7 @@
 //! destinations on 127.0.0.1. Every test ends with the shared invariant check.
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -374,29 +374,7 @@ async fn a_sigkilled_worker_loses_nothing() {
         delay: Duration::from_millis(100),
     })
     .await;
-    let spawn = || {
-        Command::new(freight_tests::freight_binary())
-            .arg("worker")
-            .env("DATABASE_URL", database_url(&app.env.db_name))
-            .env("REDIS_URL", freight_tests::redis_url())
-            .env("REDIS_QUEUE", &app.env.db_name)
-            .env("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", "true")
-            .env("MIGRATE_ON_START", "false")
-            .env("DATABASE_MAX_CONNECTIONS", "4")
-            .env("WORKER_CONCURRENCY", "2")
-            .env("WORKER_BATCH_HEARTBEAT_INTERVAL", "500ms")
-            .env("WORKER_BATCH_STALE_AFTER", "3s")
-            .env("RECONCILER_INTERVAL", "500ms")
-            .env("RECONCILER_OVERDUE_AFTER", "2s")
-            .env("LOG_LEVEL", "info")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(format!("/tmp/freight-crash-{}.log", Uuid::new_v4()))
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || app.spawn_worker_binary(&[("WORKER_CONCURRENCY", "2")]);
     let mut victim = spawn();
     let mut survivor = spawn();
     let (_, key) = app.tenant_with_key("acme").await;

@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
@@ -20,23 +20,13 @@ fn worker_binary(app: &TestApp, metrics_port: Option<u16>) -> Child {
 }
 
 fn worker_binary_with(app: &TestApp, metrics_port: Option<u16>, extra: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(freight_tests::freight_binary());
-    cmd.arg("worker")
-        .env("DATABASE_URL", database_url(&app.env.db_name))
-        .env("REDIS_URL", freight_tests::redis_url())
-        .env("REDIS_QUEUE", &app.env.db_name)
-        .env("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", "true")
-        .env("MIGRATE_ON_START", "false")
-        .env("DATABASE_MAX_CONNECTIONS", "4")
-        .env("WORKER_HEARTBEAT_INTERVAL", "300ms")
-        .env("LOG_LEVEL", "warn")
-        .envs(extra.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(port) = metrics_port {
-        cmd.env("WORKER_METRICS_ADDR", format!("127.0.0.1:{port}"));
+    let addr = metrics_port.map(|p| format!("127.0.0.1:{p}"));
+    let mut vars: Vec<(&str, &str)> = vec![("WORKER_HEARTBEAT_INTERVAL", "300ms")];
+    if let Some(addr) = &addr {
+        vars.push(("WORKER_METRICS_ADDR", addr));
     }
-    cmd.spawn().unwrap()
+    vars.extend_from_slice(extra);
+    app.spawn_worker_binary(&vars)
 }
 
 fn free_port() -> u16 {
