@@ -125,13 +125,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The OpenAPI document, as served at `/api/v1/openapi.json`.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    OpenApiRouter::<AppState>::with_openapi(openapi::ApiDoc::openapi())
-        .merge(routes::router())
-        .into_openapi()
-}
-
 /// With no ADMIN_TOKEN set, a random one for this run, printed once.
 fn generated_admin_token() -> String {
     let token: String = rand::rngs::OsRng

@@ -47,10 +47,6 @@ impl Dispatcher {
         }
     }
 
-    pub fn storage(&self) -> RedisStorage<DeliverBatch> {
-        self.storage.clone()
-    }
-
     /// Pushes one message per batch, due now.
     pub async fn push_now(&self, batch_ids: &[Uuid]) -> Result<()> {
         let mut storage = self.storage.clone();

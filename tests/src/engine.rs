@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use freight_core::config::Settings;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::DatabaseConnection;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -97,16 +97,7 @@ impl TestApp {
 }
 
 async fn scalar(db: &DatabaseConnection, sql: &str, job: Uuid) -> i64 {
-    db.query_one_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        sql,
-        [job.into()],
-    ))
-    .await
-    .unwrap()
-    .unwrap()
-    .try_get_by_index::<i64>(0)
-    .unwrap()
+    crate::query_i64(db, sql, vec![job.into()]).await
 }
 
 /// The shared invariant check for a finished job: one terminal outcome per record (no

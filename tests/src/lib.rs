@@ -326,6 +326,27 @@ impl Drop for TestApp {
     }
 }
 
+/// The first column of the first row of `sql` as a bigint (`SELECT count(*) ...`).
+pub async fn query_i64(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> i64 {
+    db.query_one_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    .unwrap_or_else(|| panic!("{sql}: no row"))
+    .try_get_by_index::<i64>(0)
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+impl TestApp {
+    /// [`query_i64`] against this app's database.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        query_i64(&self.db, sql, Vec::new()).await
+    }
+}
+
 /// A small valid job body: `n` inline records into an HTTP destination.
 pub fn inline_job(n: usize) -> Value {
     let records: Vec<Value> = (1..=n)

@@ -40,16 +40,6 @@ fn id_of(job: &Value) -> (Uuid, String) {
     (s.parse().unwrap(), s)
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.db
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get_by_index::<i64>(0)
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_job_delivers_every_record_to_an_http_sink() {
     let app = TestApp::spawn().await;
@@ -124,9 +114,10 @@ async fn a_job_lands_in_a_postgres_table_and_one_poison_row_fails_alone() {
     assert_eq!(done["status"], "completed_with_errors", "{done}");
     assert_eq!(done["progress"]["succeeded"], 118);
     assert_eq!(done["progress"]["dead_lettered"], 2);
-    assert_eq!(count(&app, "SELECT count(*) FROM contacts").await, 118);
+    assert_eq!(app.scalar("SELECT count(*) FROM contacts").await, 118);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM contacts WHERE id IN (42, 78)").await,
+        app.scalar("SELECT count(*) FROM contacts WHERE id IN (42, 78)")
+            .await,
         0
     );
     let dead: Vec<i64> = app
@@ -384,7 +375,7 @@ async fn a_sigkilled_worker_loses_nothing() {
     let (job_id, id) = id_of(&job);
     // Kill one worker while it holds a running batch.
     let victim_holds_a_batch = wait_until(Duration::from_secs(30), || async {
-        count(&app, &format!("SELECT count(*) FROM batches b JOIN workers w ON w.id = b.worker_id WHERE b.status = 'running' AND w.pid = {}", victim.id())).await > 0
+        app.scalar(&format!("SELECT count(*) FROM batches b JOIN workers w ON w.id = b.worker_id WHERE b.status = 'running' AND w.pid = {}", victim.id())).await > 0
     })
     .await;
     assert!(victim_holds_a_batch, "the victim never claimed a batch");

@@ -208,10 +208,7 @@ pub async fn rows(app: &TestApp, sql: &str) -> Vec<QueryResult> {
 
 /// A single `bigint` from a raw SQL query (`SELECT count(*) AS n ...`).
 pub async fn scalar(app: &TestApp, sql: &str) -> i64 {
-    let rows = rows(app, sql).await;
-    rows[0]
-        .try_get::<i64>("", "n")
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    app.scalar(sql).await
 }
 
 /// How many `job_records` rows a job holds.

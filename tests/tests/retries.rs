@@ -14,7 +14,6 @@ use freight_tests::{
     sink::{Reply, Sink},
 };
 use reqwest::{Method, StatusCode};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -40,16 +39,10 @@ fn job(url: &str, n: usize) -> Value {
 }
 
 async fn terminal_rows(app: &TestApp, job: &str) -> i64 {
-    app.db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            format!("SELECT count(*) FROM record_logs WHERE job_id = '{job}' AND status IN ('succeeded', 'dead_lettered')"),
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get_by_index::<i64>(0)
-        .unwrap()
+    app.scalar(&format!(
+        "SELECT count(*) FROM record_logs WHERE job_id = '{job}' AND status IN ('succeeded', 'dead_lettered')"
+    ))
+    .await
 }
 
 #[tokio::test]

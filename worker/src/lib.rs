@@ -115,10 +115,6 @@ impl Worker {
         &self.engine.worker_id
     }
 
-    pub fn engine(&self) -> Arc<Engine> {
-        self.engine.clone()
-    }
-
     /// Runs until `shutdown` resolves (drains, exits Ok) or the apalis worker dies (Err).
     pub async fn run_until_stopped(
         self,

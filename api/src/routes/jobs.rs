@@ -152,7 +152,7 @@ async fn list_jobs(
     let status = q
         .status
         .map(|s| {
-            serde_json::from_value::<JobStatus>(Value::String(s.clone())).map_err(|_| {
+            <JobStatus as sea_orm::ActiveEnum>::try_from_value(&s).map_err(|_| {
                 ApiError::Validation(vec![FieldError::new(
                     "status",
                     format!("`{s}` is not a job state (awaiting_upload, queued, running, completed, completed_with_errors, failed, cancelling, cancelled)"),

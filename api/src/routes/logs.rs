@@ -11,14 +11,16 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, SecondsFormat, Utc};
+use entity::record_log::RecordOutcome;
 use freight_core::{
     FieldError,
     repo::{
         page::Keyset,
-        reads::{self, LOG_STATUSES, LogFilter, LogRow},
+        reads::{self, LogFilter, LogRow},
     },
 };
 use futures::{StreamExt, TryStreamExt, stream};
+use sea_orm::ActiveEnum;
 use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -91,9 +93,12 @@ pub struct LogsQuery {
 impl LogsQuery {
     fn filter(&self) -> ApiResult<LogFilter> {
         let mut errors = Vec::new();
-        let status = self.status.as_deref().filter(|s| !s.is_empty());
-        if let Some(s) = status
-            && !LOG_STATUSES.contains(&s)
+        let raw = self.status.clone().filter(|s| !s.is_empty());
+        let status = raw
+            .as_ref()
+            .and_then(|s| RecordOutcome::try_from_value(s).ok());
+        if let Some(s) = raw.as_deref()
+            && status.is_none()
         {
             errors.push(FieldError::new(
                 "status",
@@ -109,7 +114,7 @@ impl LogsQuery {
             return Err(ApiError::Validation(errors));
         }
         Ok(LogFilter {
-            status: status.map(str::to_owned),
+            status,
             record_seq: self.record_seq,
         })
     }

@@ -41,11 +41,6 @@ impl NdjsonDecoder {
         let rest = std::mem::take(&mut self.buf);
         parse_line(&rest, self.line, out)
     }
-
-    /// Bytes held back waiting for a newline.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
 }
 
 fn parse_line(raw: &[u8], line: usize, out: &mut Vec<Value>) -> Result<(), LineError> {

@@ -212,10 +212,9 @@ fn require_awaiting_upload(job: &job::Model, action: &str) -> Result<()> {
     if job.status == JobStatus::AwaitingUpload {
         return Ok(());
     }
-    let status = serde_json::to_value(job.status).unwrap_or(Value::Null);
     Err(Error::Conflict(format!(
         "job is {}; {action} only while it is awaiting_upload",
-        status.as_str().unwrap_or("in another state")
+        sea_orm::ActiveEnum::to_value(&job.status)
     )))
 }
 

@@ -68,6 +68,15 @@ impl Rows {
         self.duration.push(r.duration_ms);
     }
 
+    /// A final failure: the log row, the record's status and its dead letter.
+    fn dead_letter(&mut self, r: &AttemptResult, error: String) {
+        self.log(r, "dead_lettered", Some(error.clone()));
+        self.record(r.seq, "dead_lettered", r.attempt, Some(error.clone()));
+        self.dead_seq.push(r.seq);
+        self.dead_error.push(error);
+        self.dead_attempts.push(r.attempt);
+    }
+
     fn record(&mut self, seq: i64, status: &str, attempts: i32, error: Option<String>) {
         self.rec_seq.push(seq);
         self.rec_status.push(status.to_owned());
@@ -105,11 +114,7 @@ pub async fn record_attempt(
                 out.succeeded += 1;
             }
             Outcome::Permanent(e) => {
-                rows.log(r, "dead_lettered", Some(e.clone()));
-                rows.record(r.seq, "dead_lettered", r.attempt, Some(e.clone()));
-                rows.dead_seq.push(r.seq);
-                rows.dead_error.push(e.clone());
-                rows.dead_attempts.push(r.attempt);
+                rows.dead_letter(r, e.clone());
                 out.dead_lettered += 1;
             }
             Outcome::Transient(e) if cancelling => {
@@ -121,12 +126,7 @@ pub async fn record_attempt(
                 out.cancelled += 1;
             }
             Outcome::Transient(e) if r.attempt >= policy.max_attempts as i32 => {
-                let e = format!("gave up after {} attempts: {e}", r.attempt);
-                rows.log(r, "dead_lettered", Some(e.clone()));
-                rows.record(r.seq, "dead_lettered", r.attempt, Some(e.clone()));
-                rows.dead_seq.push(r.seq);
-                rows.dead_error.push(e);
-                rows.dead_attempts.push(r.attempt);
+                rows.dead_letter(r, format!("gave up after {} attempts: {e}", r.attempt));
                 out.dead_lettered += 1;
             }
             Outcome::Transient(e) => {
@@ -136,15 +136,17 @@ pub async fn record_attempt(
                 retry_attempt = retry_attempt.max(r.attempt);
             }
             Outcome::NotAttempted if cancelling => {
-                let attempted_before = r.attempt - 1;
-                rows.seq.push(r.seq);
-                rows.attempt.push(attempted_before);
-                rows.log_status.push("cancelled".into());
-                rows.error.push(Some(
-                    "job cancelled before this record was delivered".into(),
-                ));
-                rows.duration.push(0);
-                rows.record(r.seq, "cancelled", attempted_before, None);
+                // Never tried: logged under the attempts it had before this one.
+                let before = AttemptResult {
+                    attempt: r.attempt - 1,
+                    ..r.clone()
+                };
+                rows.log(
+                    &before,
+                    "cancelled",
+                    Some("job cancelled before this record was delivered".into()),
+                );
+                rows.record(r.seq, "cancelled", before.attempt, None);
                 out.cancelled += 1;
             }
             Outcome::NotAttempted => {

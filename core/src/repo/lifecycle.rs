@@ -10,11 +10,6 @@ use crate::error::{Error, Result};
 /// The Postgres channel a cancel is announced on; the payload is the job id.
 pub const CANCEL_CHANNEL: &str = "freight_cancel";
 
-fn parse_status(s: &str) -> Result<JobStatus> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| Error::Internal(format!("unknown job status `{s}`")))
-}
-
 /// Finalises a job once none of its batches is unfinished: `cancelled` if it was
 /// cancelling, else `completed` if every record succeeded, else `completed_with_errors`.
 /// Guard: only a running or cancelling job with no pending, queued, running or
@@ -37,7 +32,7 @@ pub async fn finalize(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<
         .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(Finalized {
-        status: parse_status(&row.try_get::<String>("", "status")?)?,
+        status: row.try_get("", "status")?,
         tenant_id: row.try_get("", "tenant_id")?,
         cancel_latency_secs: row.try_get("", "cancel_latency")?,
     }))
@@ -55,14 +50,7 @@ pub struct Finalized {
 impl Finalized {
     /// Counts the finished job (and its cancel latency) in the metrics. Call after commit.
     pub fn record_metrics(&self) {
-        let status = serde_json::to_value(self.status).ok();
-        crate::metrics::job_finished(
-            self.tenant_id,
-            status
-                .as_ref()
-                .and_then(|s| s.as_str())
-                .unwrap_or("unknown"),
-        );
+        crate::metrics::job_finished(self.tenant_id, &sea_orm::ActiveEnum::to_value(&self.status));
         if let Some(secs) = self.cancel_latency_secs {
             metrics::histogram!(crate::metrics::CANCEL_LATENCY).record(secs.max(0.0));
         }
@@ -87,10 +75,9 @@ pub async fn cancel(db: &DatabaseConnection, tenant_id: Uuid, job_id: Uuid) -> R
     let job = jobs::lock(&txn, tenant_id, job_id).await?;
     match job.status {
         s if s.is_terminal() => {
-            let status = serde_json::to_value(s).unwrap_or_default();
             return Err(Error::Conflict(format!(
                 "job is already {}",
-                status.as_str().unwrap_or("finished")
+                sea_orm::ActiveEnum::to_value(&s)
             )));
         }
         JobStatus::Cancelling => {
@@ -158,12 +145,13 @@ pub async fn cancel_batches(
     tenant_id: Uuid,
     scope: CancelScope,
 ) -> Result<(i64, i64)> {
-    let (condition, stale) = match scope {
-        Unstarted => ("status IN ('pending', 'queued', 'retry_scheduled')", 0.0),
-        Abandoned { stale_after_secs } => (
-            "status = 'running' AND heartbeat_at < now() - make_interval(secs => $3)",
-            stale_after_secs,
-        ),
+    let mut values: Vec<sea_orm::Value> = vec![job_id.into(), tenant_id.into()];
+    let condition = match scope {
+        Unstarted => "status IN ('pending', 'queued', 'retry_scheduled')",
+        Abandoned { stale_after_secs } => {
+            values.push(stale_after_secs.into());
+            "status = 'running' AND heartbeat_at < now() - make_interval(secs => $3)"
+        }
     };
     let row = txn
         .query_one_raw(Statement::from_sql_and_values(
@@ -186,10 +174,9 @@ pub async fn cancel_batches(
                      SELECT $1, $2, batch_id, seq, attempts, 'cancelled', 'job cancelled before this record was delivered'
                      FROM recs)
                  SELECT (SELECT count(*) FROM recs)::bigint AS cancelled,
-                        (SELECT COALESCE(sum(was_retrying), 0) FROM upd)::bigint AS was_retrying,
-                        $3::float8 AS stale"
+                        (SELECT COALESCE(sum(was_retrying), 0) FROM upd)::bigint AS was_retrying"
             ),
-            [job_id.into(), tenant_id.into(), stale.into()],
+            values,
         ))
         .await?
         .ok_or_else(|| Error::Internal("cancel returned no row".into()))?;

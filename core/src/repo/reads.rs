@@ -200,14 +200,10 @@ pub async fn count_failed_attempts(
 // ---------------------------------------------------------------------------------------
 // Record logs
 
-/// The record outcomes a log row can have (api contract, "Record outcomes in logs").
-pub const LOG_STATUSES: [&str; 4] = ["succeeded", "failed", "dead_lettered", "cancelled"];
-
-/// Which log rows to read. `status` must be one of [`LOG_STATUSES`] (the caller checks);
-/// anything else simply matches nothing.
+/// Which log rows to read.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
-    pub status: Option<String>,
+    pub status: Option<entity::record_log::RecordOutcome>,
     pub record_seq: Option<i64>,
 }
 
@@ -247,7 +243,7 @@ pub async fn list_logs(
     );
     let mut values: Vec<Value> = vec![tenant_id.into(), job_id.into(), after_id.into()];
     if let Some(status) = &filter.status {
-        values.push(status.clone().into());
+        values.push(sea_orm::ActiveEnum::to_value(status).into());
         sql.push_str(&format!(" AND l.status = ${}", values.len()));
     }
     if let Some(seq) = filter.record_seq {

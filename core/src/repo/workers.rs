@@ -52,7 +52,3 @@ pub async fn mark_stopped(db: &impl ConnectionTrait, id: &str) -> Result<()> {
         .await?;
     Ok(())
 }
-
-pub async fn get(db: &impl ConnectionTrait, id: &str) -> Result<Option<worker::Model>> {
-    Ok(worker::Entity::find_by_id(id.to_owned()).one(db).await?)
-}
