@@ -340,6 +340,30 @@ impl SinkClient {
         Ok(())
     }
 
+    /// The sink's own ceiling: `bodies` sent straight to it (one request each, with the
+    /// idempotency keys of a made-up job, `concurrency` at a time), in requests/s.
+    pub async fn capacity(&self, bodies: Vec<Bytes>, concurrency: usize) -> Result<f64> {
+        use futures::{StreamExt, TryStreamExt, stream};
+        let job = Uuid::new_v4();
+        let n = bodies.len();
+        let url = self.records_url();
+        let t0 = Instant::now();
+        stream::iter(bodies.into_iter().enumerate())
+            .map(|(i, body)| {
+                let req = self
+                    .http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", format!("{job}:{}", i + 1))
+                    .body(body);
+                async move { check(req.send().await?, "sink capacity").await.map(drop) }
+            })
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(n as f64 / t0.elapsed().as_secs_f64())
+    }
+
     /// Waits until the sink has `n` unique writes for the job, or `limit` passes.
     pub async fn wait_unique(&self, job: Uuid, n: u64, limit: Duration) -> Result<SinkJob> {
         let deadline = Instant::now() + limit;

@@ -148,7 +148,7 @@ async fn small_wave(ctx: &Ctx, tenants: &[Tenant], records: u64, wave: &str) -> 
         let job = job_id(&ctx.freight.create_job(t, &spec).await?)?;
         let (view, at) = ctx
             .freight
-            .wait_terminal(t, job, Duration::from_millis(50), Duration::from_secs(300))
+            .wait_terminal(t, job, Duration::from_millis(200), Duration::from_secs(300))
             .await?;
         if view["status"] != "completed" {
             bail!("small job {job} ended {}", view["status"]);
@@ -203,16 +203,8 @@ pub async fn fairness(ctx: &Ctx, a: FairnessArgs) -> Result<Report> {
         .await?;
     let loaded = small_wave(ctx, &smalls, a.small_records, "loaded").await;
     let after = ctx.freight.get_job(&big_tenant, job).await?;
-    ctx.freight.cancel(&big_tenant, job).await?;
-    let (end, _) = ctx
-        .freight
-        .wait_terminal(
-            &big_tenant,
-            job,
-            Duration::from_millis(100),
-            Duration::from_secs(300),
-        )
-        .await?;
+    crate::throughput::cancel_cleanup(ctx, &big_tenant, job, &mut rep).await;
+    let end = ctx.freight.get_job(&big_tenant, job).await?;
     let loaded = loaded?;
     if after["status"] != "running" {
         rep.note(format!(

@@ -284,7 +284,18 @@ pub async fn throughput(ctx: &Ctx, a: ThroughputArgs) -> Result<Report> {
         });
         let run = run_upload_job(ctx, &t, &chunks, n, spec).await?;
         let s = ctx.sink.job(run.job).await?;
-        rep.figure("sink.records_per_s", run.rate(), "records/s");
+        // The sink's ceiling, so that a slow sink cannot pass for a slow Freight.
+        let probe = n.min(100_000);
+        let bodies = (1..=probe)
+            .map(|i| Bytes::from(records::json(i, "")))
+            .collect();
+        let ceiling = ctx.sink.capacity(bodies, 128).await?;
+        rep.figure("sink.records_per_s", run.rate(), "records/s")
+            .baseline(
+                "sink capacity (bench -> sink, 128 connections)",
+                ceiling,
+                "requests/s",
+            );
         rep.figure("sink.intake_s", run.intake.as_secs_f64(), "s");
         rep.figure("sink.total_s", run.total.as_secs_f64(), "s");
         let mut detail = run.json();
@@ -410,6 +421,31 @@ pub async fn intake(ctx: &Ctx, a: IntakeArgs) -> Result<Report> {
     );
     rep.memory = watch.stop(Duration::ZERO);
     rep.finish(&ctx.out)
+}
+
+/// Cancels a job the scenario no longer needs and waits for it to stop. A failure is a
+/// note on the report (with the error), not the end of the scenario: its figures stand.
+pub async fn cancel_cleanup(ctx: &Ctx, t: &Tenant, job: Uuid, rep: &mut Report) {
+    for attempt in 1..=3 {
+        match ctx.freight.cancel(t, job).await {
+            Ok(_) => break,
+            Err(e) => {
+                rep.note(format!(
+                    "FREIGHT ERROR: cancelling job {job} (attempt {attempt}): {e:#}"
+                ));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    if let Err(e) = ctx
+        .freight
+        .wait_terminal(t, job, Duration::from_millis(100), Duration::from_secs(300))
+        .await
+    {
+        rep.note(format!(
+            "FREIGHT ERROR: job {job} did not stop after the cancel: {e:#}"
+        ));
+    }
 }
 
 #[derive(Args, Clone, Debug)]
@@ -577,6 +613,11 @@ impl Default for SoakArgs {
     }
 }
 
+/// POST → `finished_at` of a terminal job, in seconds (the poll that saw it may be late).
+fn job_seconds(view: &Value, sent_ms: f64) -> f64 {
+    (time_ms(view, "finished_at").unwrap_or_else(now_ms) - sent_ms) / 1000.0
+}
+
 pub async fn soak(ctx: &Ctx, a: SoakArgs) -> Result<Report> {
     let duration = ctx.size(
         a.duration,
@@ -600,7 +641,7 @@ pub async fn soak(ctx: &Ctx, a: SoakArgs) -> Result<Report> {
     let watch = RssWatcher::start(&ctx.watch);
     let t0 = Instant::now();
     let mut tick = tokio::time::interval(a.every);
-    let mut in_flight: Vec<(Uuid, Instant)> = Vec::new();
+    let mut in_flight: Vec<(Uuid, f64)> = Vec::new();
     let (mut submitted, mut skipped, mut completed, mut records_done) = (0u64, 0u64, 0u64, 0u64);
     let mut job_secs = Vec::new();
     let mut bad = Vec::new();
@@ -613,7 +654,7 @@ pub async fn soak(ctx: &Ctx, a: SoakArgs) -> Result<Report> {
             if crate::client::is_terminal(&view) {
                 completed += 1;
                 records_done += progress(&view, "succeeded") as u64;
-                job_secs.push(at.elapsed().as_secs_f64());
+                job_secs.push(job_seconds(&view, at));
                 if view["status"] != "completed" {
                     bad.push(
                         json!({"job": job, "status": view["status"], "progress": view["progress"]}),
@@ -638,7 +679,7 @@ pub async fn soak(ctx: &Ctx, a: SoakArgs) -> Result<Report> {
             "destination": ctx.postgres_destination("bench_soak"),
             "record_key": "id", "batch_size": 1000, "parallelism": 4,
         });
-        let at = Instant::now();
+        let at = now_ms();
         let job = job_id(&ctx.freight.create_job(&t, &spec).await?)?;
         upload(ctx, &t, job, &body).await?;
         ctx.freight.start(&t, job).await?;
@@ -659,7 +700,7 @@ pub async fn soak(ctx: &Ctx, a: SoakArgs) -> Result<Report> {
             .await?;
         completed += 1;
         records_done += progress(&view, "succeeded") as u64;
-        job_secs.push(at.elapsed().as_secs_f64());
+        job_secs.push(job_seconds(&view, at));
     }
     let elapsed = t0.elapsed().as_secs_f64();
     rep.figure("jobs_submitted", submitted as f64, "jobs");
