@@ -8,6 +8,7 @@ use sea_orm_migration::sea_orm::{DatabaseConnection, TransactionTrait};
 mod m20261122_000001_initial;
 mod m20261122_000002_engine;
 mod m20261122_000003_indexes;
+mod m20261122_000004_ledger_costs;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_engine::Migration),
             Box::new(m20261122_000003_indexes::Migration),
+            Box::new(m20261122_000004_ledger_costs::Migration),
         ]
     }
 }

@@ -126,7 +126,7 @@ pub async fn assert_invariants(db: &DatabaseConnection, job: Uuid) {
     );
     let disagreeing = scalar(
         db,
-        "SELECT count(*) FROM job_records r WHERE r.job_id = $1 AND r.status <> (SELECT l.status FROM record_logs l
+        "SELECT count(*) FROM record_states r WHERE r.job_id = $1 AND r.status <> (SELECT l.status FROM record_logs l
            WHERE l.job_id = r.job_id AND l.record_seq = r.seq
              AND l.status IN ('succeeded', 'dead_lettered', 'cancelled') ORDER BY l.id DESC LIMIT 1)",
         job,

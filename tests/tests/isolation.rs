@@ -163,3 +163,101 @@ async fn a_tenant_cannot_revoke_another_tenants_key() {
         StatusCode::OK
     );
 }
+
+/// The database itself refuses a record or log row that names another tenant's job (or
+/// no job), and deleting a job deletes its records and log rows: the statement-level
+/// checks that replaced the per-row foreign keys keep the same guarantee.
+#[tokio::test]
+async fn the_schema_refuses_rows_that_name_another_tenants_job() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    let app = TestApp::spawn().await;
+    let (a_tenant, a) = app.tenant_with_key("acme").await;
+    let (b_tenant, _) = app.tenant_with_key("globex").await;
+    let job = app.create_job(&a, &inline_job(3)).await["id"]
+        .as_str()
+        .unwrap()
+        .parse::<uuid::Uuid>()
+        .unwrap();
+    let batch = app
+        .scalar(&format!(
+            "SELECT count(*) FROM batches WHERE job_id = '{job}'"
+        ))
+        .await;
+    assert!(batch >= 1);
+    let run = |sql: String| {
+        let db = app.db.clone();
+        async move {
+            db.execute_raw(Statement::from_string(DbBackend::Postgres, sql))
+                .await
+        }
+    };
+    let violation = |res: Result<sea_orm::ExecResult, sea_orm::DbErr>, what: &str| {
+        let err = res.expect_err(what).to_string();
+        assert!(
+            err.contains("names no job of its tenant") || err.contains("never change"),
+            "{what}: {err}"
+        );
+    };
+
+    violation(
+        run(format!(
+            "INSERT INTO job_records (job_id, tenant_id, seq, payload) VALUES ('{job}', '{b_tenant}', 99, '{{}}')"
+        ))
+        .await,
+        "a record under another tenant",
+    );
+    violation(
+        run(format!(
+            "INSERT INTO record_logs (job_id, tenant_id, batch_id, record_seq, attempt, status)
+             SELECT '{job}', '{b_tenant}', id, 1, 1, 'succeeded' FROM batches WHERE job_id = '{job}' LIMIT 1"
+        ))
+        .await,
+        "a log row under another tenant",
+    );
+    violation(
+        run(format!(
+            "INSERT INTO record_logs (job_id, tenant_id, batch_id, record_seq, attempt, status)
+             VALUES (gen_random_uuid(), '{a_tenant}', gen_random_uuid(), 1, 1, 'succeeded')"
+        ))
+        .await,
+        "a log row of no job",
+    );
+    violation(
+        run(format!(
+            "UPDATE job_records SET tenant_id = '{b_tenant}' WHERE job_id = '{job}'"
+        ))
+        .await,
+        "moving records to another tenant",
+    );
+    // A mixed statement fails whole.
+    violation(
+        run(format!(
+            "INSERT INTO job_records (job_id, tenant_id, seq, payload)
+             VALUES ('{job}', '{a_tenant}', 50, '{{}}'), ('{job}', '{b_tenant}', 51, '{{}}')"
+        ))
+        .await,
+        "one good row and one bad",
+    );
+    // The owner's own rows go in.
+    run(format!(
+        "INSERT INTO record_logs (job_id, tenant_id, batch_id, record_seq, attempt, status)
+         SELECT '{job}', '{a_tenant}', id, 1, 1, 'succeeded' FROM batches WHERE job_id = '{job}' LIMIT 1"
+    ))
+    .await
+    .expect("a log row of the job's own tenant");
+
+    run(format!("DELETE FROM jobs WHERE id = '{job}'"))
+        .await
+        .unwrap();
+    for table in ["job_records", "record_logs", "batches"] {
+        assert_eq!(
+            app.scalar(&format!(
+                "SELECT count(*) FROM {table} WHERE job_id = '{job}'"
+            ))
+            .await,
+            0,
+            "deleting the job deletes its {table}"
+        );
+    }
+}

@@ -6,6 +6,13 @@
 //!   [ON CONFLICT (key) DO UPDATE SET b = EXCLUDED.b]
 //! ```
 //!
+//! In `insert` mode, when every column the batch uses has a plain scalar type (not json,
+//! jsonb, an array, a composite or a domain) and every field is a JSON scalar, the batch
+//! first goes as one `COPY … FROM
+//! STDIN` instead: the same values through the same type input functions, at about a
+//! third of the statement's cost. Any error sends the batch down the statement path
+//! below, which classifies it record by record.
+//!
 //! When the statement fails because of the data (classes 21, 22, 23, 42, P0, 44), the
 //! failing set is split in halves, each retried as its own statement, recursively, so that
 //! only the records that fail alone are permanent and the rest of the batch lands.
@@ -23,7 +30,9 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use sea_orm::sqlx::{
     self, ConnectOptions, Executor,
-    postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgSslMode},
+    postgres::{
+        PgConnectOptions, PgDatabaseError, PgPool, PgPoolCopyExt, PgPoolOptions, PgSslMode,
+    },
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -93,12 +102,19 @@ struct PoolEntry {
 struct TableColumns {
     names: Vec<String>,
     set: HashSet<String>,
+    /// Columns whose type reads a JSON scalar's text the way `jsonb_populate_recordset`
+    /// does (base and enum types other than json, jsonb and arrays), so `COPY` may fill them.
+    copyable: HashSet<String>,
 }
 
 impl TableColumns {
-    fn new(names: Vec<String>) -> Self {
+    fn new(names: Vec<String>, copyable: Vec<String>) -> Self {
         let set = names.iter().cloned().collect();
-        Self { names, set }
+        Self {
+            names,
+            set,
+            copyable: copyable.into_iter().collect(),
+        }
     }
 }
 
@@ -327,6 +343,42 @@ impl Target {
     }
 }
 
+/// Whether every field of a record is a JSON scalar. An object or array in a text column
+/// is written as jsonb prints it (`{"a": 1}`, with spaces), which `COPY` would not repeat.
+fn only_scalars(payload: &Value) -> bool {
+    payload
+        .as_object()
+        .is_some_and(|o| o.values().all(|v| !v.is_object() && !v.is_array()))
+}
+
+/// Appends one field in `COPY` text format: absent or null is `\N`; a string is its
+/// text; numbers and booleans are their JSON text (what `jsonb_populate_recordset` hands
+/// a scalar column's input function). Backslash, tab,
+/// newline and carriage return are escaped.
+fn push_copy_text(out: &mut String, value: Option<&Value>) {
+    let text;
+    let raw: &str = match value {
+        None | Some(Value::Null) => {
+            out.push_str("\\N");
+            return;
+        }
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            text = other.to_string();
+            &text
+        }
+    };
+    for c in raw.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
 /// A double-quoted identifier (identifiers were validated, this is belt and braces).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -539,6 +591,26 @@ impl PostgresConnector {
             .map(String::as_str)
             .filter(|c| fields.contains(c))
             .collect();
+        if self.spec.mode == WriteMode::Insert
+            && used.iter().all(|c| columns.copyable.contains(*c))
+            && candidates
+                .iter()
+                .all(|&i| only_scalars(&records[i].payload))
+            && !cancel.is_cancelled()
+        {
+            let started = Instant::now();
+            if self
+                .copy_in(&entry.pool, &used, records, &candidates)
+                .await
+                .is_ok()
+            {
+                let took = millis(started.elapsed());
+                for i in candidates {
+                    results[i] = Some((Outcome::Succeeded, took));
+                }
+                return Ok(());
+            }
+        }
         let sql = self.insert_sql(&used);
 
         // Bisection, depth first, left half first.
@@ -604,6 +676,43 @@ impl PostgresConnector {
         Ok(())
     }
 
+    /// Writes the records at `rows` with one `COPY … FROM STDIN` (text format). All or
+    /// nothing: on an error nothing was written, and the caller takes the statement path.
+    async fn copy_in(
+        &self,
+        pool: &PgPool,
+        columns: &[&str],
+        records: &[RecordToDeliver],
+        rows: &[usize],
+    ) -> Result<u64, sqlx::Error> {
+        let cols = columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut data = String::with_capacity(rows.len() * 128);
+        for &i in rows {
+            let fields = records[i].payload.as_object();
+            for (n, column) in columns.iter().enumerate() {
+                if n > 0 {
+                    data.push('\t');
+                }
+                push_copy_text(&mut data, fields.and_then(|o| o.get(*column)));
+            }
+            data.push('\n');
+        }
+        let statement = format!("COPY {} ({cols}) FROM STDIN", self.target.table_sql);
+        let mut copy = pool.copy_in_raw(&statement).await?;
+        let sent = copy.send(data.into_bytes()).await.map(|_| ());
+        match sent {
+            Ok(()) => copy.finish().await,
+            Err(e) => {
+                let _ = copy.abort("freight: the batch could not be sent").await;
+                Err(e)
+            }
+        }
+    }
+
     /// `INSERT … SELECT … FROM jsonb_populate_recordset(…)`, with the upsert clause.
     fn insert_sql(&self, columns: &[&str]) -> String {
         let table = &self.target.table_sql;
@@ -660,9 +769,13 @@ impl PostgresConnector {
         }
         const SQL: &str = "SELECT coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) \
              FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped), \
-             '{}'::text[]) FROM (SELECT to_regclass($1)::oid AS oid) t WHERE t.oid IS NOT NULL";
+             '{}'::text[]), \
+             coalesce((SELECT array_agg(a.attname::text) FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid \
+             WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped AND ty.typtype IN ('b', 'e') \
+             AND ty.typcategory <> 'A' AND ty.typname NOT IN ('json', 'jsonb')), '{}'::text[]) \
+             FROM (SELECT to_regclass($1)::oid AS oid) t WHERE t.oid IS NOT NULL";
         let acquire_timeout = self.cache.inner.settings.acquire_timeout;
-        let found: Option<Vec<String>> = sqlx::query_scalar(SQL)
+        let found: Option<(Vec<String>, Vec<String>)> = sqlx::query_as(SQL)
             .bind(&self.target.table_sql)
             .fetch_optional(&entry.pool)
             .await
@@ -670,13 +783,13 @@ impl PostgresConnector {
                 (ErrorClass::AllPermanent, message) => BatchFailure::Permanent(message),
                 (_, message) => BatchFailure::Transient(message),
             })?;
-        let Some(names) = found else {
+        let Some((names, copyable)) = found else {
             return Err(BatchFailure::Permanent(format!(
                 "table `{}` does not exist",
                 self.spec.table
             )));
         };
-        let columns = Arc::new(TableColumns::new(names));
+        let columns = Arc::new(TableColumns::new(names, copyable));
         entry
             .columns
             .lock()
@@ -805,6 +918,112 @@ mod tests {
         connector
             .deliver(Uuid::now_v7(), batch, &CancellationToken::new())
             .await
+    }
+
+    /// Two tables of the same shape, and a log of the statement text that wrote to them.
+    const TWINS: &str = "
+        CREATE TABLE writes (tbl text, query text);
+        CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO writes VALUES (TG_TABLE_NAME, current_query()); RETURN NULL; END $$;
+        CREATE TABLE a (id integer PRIMARY KEY, name text, note text, amount numeric, ok boolean,
+                        at timestamptz, kind text);
+        CREATE TABLE b (LIKE a INCLUDING ALL);
+        CREATE TRIGGER a_log AFTER INSERT ON a FOR EACH STATEMENT EXECUTE FUNCTION log_write();
+        CREATE TRIGGER b_log AFTER INSERT ON b FOR EACH STATEMENT EXECUTE FUNCTION log_write();
+        CREATE TABLE j (id integer PRIMARY KEY, doc jsonb);
+        CREATE TRIGGER j_log AFTER INSERT ON j FOR EACH STATEMENT EXECUTE FUNCTION log_write();";
+
+    #[tokio::test]
+    async fn copy_writes_what_the_statement_would() {
+        let db = TestDb::new(TWINS).await;
+        let cache = PoolCache::new(true);
+        let tricky = [
+            "tab\there",
+            "line\nbreak\r\n",
+            "back\\slash \\N",
+            "\\.",
+            "quotes ' \" and unicode ✓ é",
+            "",
+        ];
+        let batch = records(
+            tricky
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    json!({"id": i, "name": t, "note": format!("{t}{t}"), "amount": 12345.678,
+                   "ok": i % 2 == 0, "at": "2026-01-02T03:04:05.123456Z", "kind": null})
+                })
+                .chain([json!({"id": 100, "amount": 1e300, "ok": "yes", "note": 42})]),
+        );
+
+        let copied = cache.connector(spec(&db.url, "a", WriteMode::Insert));
+        let stated = cache.connector(spec(&db.url, "b", WriteMode::Upsert));
+        for connector in [&copied, &stated] {
+            let results = deliver(connector, &batch).await;
+            assert!(
+                results.iter().all(|r| r.outcome == Outcome::Succeeded),
+                "{results:?}"
+            );
+        }
+
+        let mut conn = db.connect().await;
+        let differing: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM (SELECT * FROM a EXCEPT SELECT * FROM b) d")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(differing, 0, "COPY and the statement wrote the same rows");
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM a")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(rows, tricky.len() as i64 + 1);
+        let name: String = sqlx::query_scalar("SELECT name FROM a WHERE id = 2")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(name, "back\\slash \\N");
+        let writes: Vec<(String, String)> =
+            sqlx::query_as("SELECT tbl, query FROM writes WHERE tbl IN ('a', 'b') ORDER BY tbl")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        assert!(
+            writes[0].1.starts_with("COPY "),
+            "insert mode copies: {writes:?}"
+        );
+        assert!(
+            writes[1].1.starts_with("INSERT "),
+            "upsert mode uses the statement: {writes:?}"
+        );
+
+        // An object in a text column is written as jsonb prints it: the statement path.
+        let nested = records([json!({"id": 200, "note": {"a": [1, "x"]}})]);
+        assert_eq!(
+            deliver(&copied, &nested).await[0].outcome,
+            Outcome::Succeeded
+        );
+        let note: String = sqlx::query_scalar("SELECT note FROM a WHERE id = 200")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(note, r#"{"a": [1, "x"]}"#);
+
+        // A jsonb column takes a JSON string as a string, which COPY would not: the
+        // statement path writes it.
+        let json_table = cache.connector(spec(&db.url, "j", WriteMode::Insert));
+        let results = deliver(&json_table, &records([json!({"id": 1, "doc": "123"})])).await;
+        assert_eq!(results[0].outcome, Outcome::Succeeded);
+        let (kind, query): (String, String) = sqlx::query_as(
+            "SELECT jsonb_typeof(doc), (SELECT query FROM writes WHERE tbl = 'j') FROM j",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(kind, "string");
+        assert!(query.starts_with("INSERT "), "{query}");
+        conn.close().await.unwrap();
     }
 
     #[tokio::test]

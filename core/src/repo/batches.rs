@@ -98,6 +98,11 @@ pub struct ClaimedBatch {
 /// queued or retry-scheduled (and due, give or take the queue's one-second resolution),
 /// or running with a heartbeat older than `stale_after_secs` (its worker died), of a job
 /// that is still running. `None` means a duplicate or stale message: drop it.
+///
+/// Guard: the job's row is share-locked first (`FOR KEY SHARE`, which ledgers' counter
+/// updates do not block), so no batch starts running while a cancel holds the job's row
+/// (`FOR UPDATE`): a cancel never waits on a batch that a ledger, itself waiting for the
+/// job's row, has locked — the two would deadlock.
 pub async fn claim(
     db: &impl ConnectionTrait,
     batch_id: Uuid,
@@ -107,10 +112,13 @@ pub async fn claim(
     use sea_orm::FromQueryResult;
     Ok(ClaimedBatch::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "UPDATE batches b
+        "WITH j AS (
+             SELECT id, destination, retry_policy FROM jobs
+             WHERE id = (SELECT job_id FROM batches WHERE id = $1) AND status = 'running' FOR KEY SHARE)
+         UPDATE batches b
          SET status = 'running', attempts = b.attempts + 1, worker_id = $2, heartbeat_at = now(), updated_at = now()
-         FROM jobs j
-         WHERE b.id = $1 AND j.id = b.job_id AND j.status = 'running'
+         FROM j
+         WHERE b.id = $1 AND j.id = b.job_id
            AND ((b.status IN ('queued', 'retry_scheduled')
                  AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= now() + interval '2 seconds'))
                 OR (b.status = 'running' AND b.heartbeat_at < now() - make_interval(secs => $3)))

@@ -88,6 +88,15 @@ impl Rows {
 /// Records an attempt's results. Returns `None` when this worker no longer owns the batch
 /// (it was presumed dead and another worker took over): nothing is written, and the
 /// other worker's attempt will record the outcome.
+///
+/// The job's row is the one lock every batch of a job shares, so it is taken last: the
+/// log rows, record statuses and dead letters are written first, in parallel with the
+/// job's other batches, and the job row is locked only to add to its counters, refill
+/// its window and finalise it. The job's status is therefore read before it is locked.
+/// It can only move from `running` to `cancelling` meanwhile (nothing else changes the
+/// status of a job with a running batch); if it did, the attempt is recorded again with
+/// the job locked from the start, so a transient failure of a cancelled job is never
+/// scheduled for a retry.
 pub async fn record_attempt(
     db: &DatabaseConnection,
     batch: &ClaimedBatch,
@@ -96,123 +105,213 @@ pub async fn record_attempt(
     policy: &RetryPolicy,
     jitter_unit: f64,
 ) -> Result<Option<Recorded>> {
-    let txn = db.begin().await?;
-    let job_status = lock_job(&txn, batch.job_id).await?;
-    let Some(was_retrying) = lock_owned_batch(&txn, batch, worker_id).await? else {
-        return Ok(None);
+    let attempt = Attempt {
+        batch,
+        worker_id,
+        results,
+        policy,
+        jitter_unit,
     };
-    let cancelling = job_status != "running";
-    let mut rows = Rows::default();
-    let mut out = Recorded::default();
-    let mut retry_attempt = 0;
-    let mut requeue_now = false;
-    for r in results {
-        match &r.outcome {
-            Outcome::Succeeded => {
-                rows.log(r, "succeeded", None);
-                rows.record(r.seq, "succeeded", r.attempt, None);
-                out.succeeded += 1;
-            }
-            Outcome::Permanent(e) => {
-                rows.dead_letter(r, e.clone());
-                out.dead_lettered += 1;
-            }
-            Outcome::Transient(e) if cancelling => {
-                // Failed, and the job was cancelled meanwhile: no retry, the record ends
-                // cancelled (its terminal row follows the failed attempt's row).
-                rows.log(r, "failed", Some(e.clone()));
-                rows.log(r, "cancelled", Some("job cancelled before a retry".into()));
-                rows.record(r.seq, "cancelled", r.attempt, Some(e.clone()));
-                out.cancelled += 1;
-            }
-            Outcome::Transient(e) if r.attempt >= policy.max_attempts as i32 => {
-                rows.dead_letter(r, format!("gave up after {} attempts: {e}", r.attempt));
-                out.dead_lettered += 1;
-            }
-            Outcome::Transient(e) => {
-                rows.log(r, "failed", Some(e.clone()));
-                rows.record(r.seq, "pending", r.attempt, Some(e.clone()));
-                out.retrying += 1;
-                retry_attempt = retry_attempt.max(r.attempt);
-            }
-            Outcome::NotAttempted if cancelling => {
-                // Never tried: logged under the attempts it had before this one.
-                let before = AttemptResult {
-                    attempt: r.attempt - 1,
-                    ..r.clone()
-                };
-                rows.log(
-                    &before,
-                    "cancelled",
-                    Some("job cancelled before this record was delivered".into()),
-                );
-                rows.record(r.seq, "cancelled", before.attempt, None);
-                out.cancelled += 1;
-            }
-            Outcome::NotAttempted => {
-                // Stopped without a cancel (the worker is shutting down): not an attempt.
-                // The record stays pending and the batch goes again at once.
-                out.retrying += 1;
-                requeue_now = true;
-            }
-        }
+    match attempt.record(db, JobLock::Late).await? {
+        Some(Written::Done(recorded)) => Ok(Some(recorded)),
+        None => Ok(None),
+        Some(Written::StatusChanged) => match attempt.record(db, JobLock::First).await? {
+            Some(Written::Done(recorded)) => Ok(Some(recorded)),
+            None => Ok(None),
+            Some(Written::StatusChanged) => Err(Error::Internal(
+                "the job's status changed while its row was locked".into(),
+            )),
+        },
     }
-    write_rows(&txn, batch, &rows).await?;
-
-    let last_error = results.iter().rev().find_map(|r| match &r.outcome {
-        Outcome::Transient(e) | Outcome::Permanent(e) => Some(e.clone()),
-        _ => None,
-    });
-    let (status, retry_at) = if out.retrying > 0 {
-        let delay = if requeue_now && retry_attempt == 0 {
-            std::time::Duration::ZERO
-        } else {
-            policy.delay_for(retry_attempt.max(1) as u32, jitter_unit)
-        };
-        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-        (BatchStatus::RetryScheduled, Some(at))
-    } else if out.cancelled > 0 {
-        (BatchStatus::Cancelled, None)
-    } else if out.dead_lettered > 0 || has_dead_letters(&txn, batch).await? {
-        (BatchStatus::Failed, None)
-    } else {
-        (BatchStatus::Succeeded, None)
-    };
-    update_batch(&txn, batch.id, status, retry_at, out.retrying, last_error).await?;
-    txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE jobs SET succeeded_records = succeeded_records + $2, dead_lettered_records = dead_lettered_records + $3,
-                cancelled_records = cancelled_records + $4, retrying_records = retrying_records - $5 + $6,
-                updated_at = now()
-         WHERE id = $1",
-        [
-            batch.job_id.into(),
-            out.succeeded.into(),
-            out.dead_lettered.into(),
-            out.cancelled.into(),
-            (was_retrying as i64).into(),
-            out.retrying.into(),
-        ],
-    ))
-    .await?;
-    out.to_dispatch = windows::fill_window(&txn, batch.job_id).await?;
-    if let Some(finished) = lifecycle::finalize(&txn, batch.job_id).await? {
-        out.job_finished = Some(finished);
-        out.to_dispatch
-            .extend(windows::admit(&txn, batch.tenant_id).await?);
-    }
-    txn.commit().await?;
-    out.batch_status = Some(status);
-    out.retry_at = retry_at;
-    Ok(Some(out))
 }
 
-async fn lock_job(txn: &DatabaseTransaction, job_id: Uuid) -> Result<String> {
+/// When [`Attempt::record`] takes the job's row lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JobLock {
+    /// Read the status unlocked, lock the row for the counters (the fast path).
+    Late,
+    /// Lock the row before reading the status (after a status change was seen).
+    First,
+}
+
+enum Written {
+    Done(Recorded),
+    /// The job's status changed between the unlocked read and the lock: rolled back.
+    StatusChanged,
+}
+
+struct Attempt<'a> {
+    batch: &'a ClaimedBatch,
+    worker_id: &'a str,
+    results: &'a [AttemptResult],
+    policy: &'a RetryPolicy,
+    jitter_unit: f64,
+}
+
+impl Attempt<'_> {
+    async fn record(&self, db: &DatabaseConnection, lock: JobLock) -> Result<Option<Written>> {
+        let batch = self.batch;
+        let txn = db.begin().await?;
+        let Some(was_retrying) = lock_owned_batch(&txn, batch, self.worker_id).await? else {
+            return Ok(None);
+        };
+        let job_status = job_status(&txn, batch.job_id, lock == JobLock::First).await?;
+        let (rows, mut out, status, retry_at, last_error) =
+            self.classify(&txn, job_status != "running").await?;
+        // A batch that succeeded as a whole needs no per-record status: its records'
+        // success follows from the batch's (see `job_records.status` in the schema).
+        write_rows(&txn, batch, &rows, status != BatchStatus::Succeeded).await?;
+        update_batch(&txn, batch.id, status, retry_at, out.retrying, last_error).await?;
+        let locked_status = add_to_job(&txn, batch.job_id, &out, was_retrying).await?;
+        if locked_status != job_status {
+            txn.rollback().await?;
+            return Ok(Some(Written::StatusChanged));
+        }
+        out.to_dispatch = windows::fill_window(&txn, batch.job_id).await?;
+        if let Some(finished) = lifecycle::finalize(&txn, batch.job_id).await? {
+            out.job_finished = Some(finished);
+            out.to_dispatch
+                .extend(windows::admit(&txn, batch.tenant_id).await?);
+        }
+        txn.commit().await?;
+        out.batch_status = Some(status);
+        out.retry_at = retry_at;
+        Ok(Some(Written::Done(out)))
+    }
+
+    /// Sorts the results into rows and counts, and picks the batch's next state.
+    #[allow(clippy::type_complexity)]
+    async fn classify(
+        &self,
+        txn: &DatabaseTransaction,
+        cancelling: bool,
+    ) -> Result<(
+        Rows,
+        Recorded,
+        BatchStatus,
+        Option<DateTime<Utc>>,
+        Option<String>,
+    )> {
+        let (batch, policy) = (self.batch, self.policy);
+        let mut rows = Rows::default();
+        let mut out = Recorded::default();
+        let mut retry_attempt = 0;
+        let mut requeue_now = false;
+        for r in self.results {
+            match &r.outcome {
+                Outcome::Succeeded => {
+                    rows.log(r, "succeeded", None);
+                    rows.record(r.seq, "succeeded", r.attempt, None);
+                    out.succeeded += 1;
+                }
+                Outcome::Permanent(e) => {
+                    rows.dead_letter(r, e.clone());
+                    out.dead_lettered += 1;
+                }
+                Outcome::Transient(e) if cancelling => {
+                    // Failed, and the job was cancelled meanwhile: no retry, the record
+                    // ends cancelled (its terminal row follows the failed attempt's row).
+                    rows.log(r, "failed", Some(e.clone()));
+                    rows.log(r, "cancelled", Some("job cancelled before a retry".into()));
+                    rows.record(r.seq, "cancelled", r.attempt, Some(e.clone()));
+                    out.cancelled += 1;
+                }
+                Outcome::Transient(e) if r.attempt >= policy.max_attempts as i32 => {
+                    rows.dead_letter(r, format!("gave up after {} attempts: {e}", r.attempt));
+                    out.dead_lettered += 1;
+                }
+                Outcome::Transient(e) => {
+                    rows.log(r, "failed", Some(e.clone()));
+                    rows.record(r.seq, "pending", r.attempt, Some(e.clone()));
+                    out.retrying += 1;
+                    retry_attempt = retry_attempt.max(r.attempt);
+                }
+                Outcome::NotAttempted if cancelling => {
+                    // Never tried: logged under the attempts it had before this one.
+                    let before = AttemptResult {
+                        attempt: r.attempt - 1,
+                        ..r.clone()
+                    };
+                    rows.log(
+                        &before,
+                        "cancelled",
+                        Some("job cancelled before this record was delivered".into()),
+                    );
+                    rows.record(r.seq, "cancelled", before.attempt, None);
+                    out.cancelled += 1;
+                }
+                Outcome::NotAttempted => {
+                    // Stopped without a cancel (the worker is shutting down): not an
+                    // attempt. The record stays pending and the batch goes again at once.
+                    out.retrying += 1;
+                    requeue_now = true;
+                }
+            }
+        }
+        let last_error = self.results.iter().rev().find_map(|r| match &r.outcome {
+            Outcome::Transient(e) | Outcome::Permanent(e) => Some(e.clone()),
+            _ => None,
+        });
+        let (status, retry_at) = if out.retrying > 0 {
+            let delay = if requeue_now && retry_attempt == 0 {
+                std::time::Duration::ZERO
+            } else {
+                policy.delay_for(retry_attempt.max(1) as u32, self.jitter_unit)
+            };
+            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            (BatchStatus::RetryScheduled, Some(at))
+        } else if out.cancelled > 0 {
+            (BatchStatus::Cancelled, None)
+        } else if out.dead_lettered > 0 || has_dead_letters(txn, batch).await? {
+            (BatchStatus::Failed, None)
+        } else {
+            (BatchStatus::Succeeded, None)
+        };
+        Ok((rows, out, status, retry_at, last_error))
+    }
+}
+
+/// The job's status; with `lock`, after taking its row lock.
+async fn job_status(txn: &DatabaseTransaction, job_id: Uuid, lock: bool) -> Result<String> {
+    let sql = if lock {
+        "SELECT status FROM jobs WHERE id = $1 FOR NO KEY UPDATE"
+    } else {
+        "SELECT status FROM jobs WHERE id = $1"
+    };
     let row = txn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT status FROM jobs WHERE id = $1 FOR UPDATE",
+            sql,
             [job_id.into()],
+        ))
+        .await?
+        .ok_or(Error::NotFound("job"))?;
+    Ok(row.try_get("", "status")?)
+}
+
+/// Adds the attempt's outcomes to the job's counters, which locks the job's row until
+/// commit. Returns the job's status as of that lock.
+async fn add_to_job(
+    txn: &DatabaseTransaction,
+    job_id: Uuid,
+    out: &Recorded,
+    was_retrying: i32,
+) -> Result<String> {
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE jobs SET succeeded_records = succeeded_records + $2, dead_lettered_records = dead_lettered_records + $3,
+                    cancelled_records = cancelled_records + $4, retrying_records = retrying_records - $5 + $6,
+                    updated_at = now()
+             WHERE id = $1 RETURNING status",
+            [
+                job_id.into(),
+                out.succeeded.into(),
+                out.dead_lettered.into(),
+                out.cancelled.into(),
+                (was_retrying as i64).into(),
+                out.retrying.into(),
+            ],
         ))
         .await?
         .ok_or(Error::NotFound("job"))?;
@@ -249,7 +348,12 @@ pub(crate) fn text_array(values: &[Option<String>]) -> Value {
     Value::Array(ArrayType::String, Some(Box::new(items)))
 }
 
-async fn write_rows(txn: &DatabaseTransaction, batch: &ClaimedBatch, rows: &Rows) -> Result<()> {
+async fn write_rows(
+    txn: &DatabaseTransaction,
+    batch: &ClaimedBatch,
+    rows: &Rows,
+    with_record_statuses: bool,
+) -> Result<()> {
     if !rows.seq.is_empty() {
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -269,7 +373,7 @@ async fn write_rows(txn: &DatabaseTransaction, batch: &ClaimedBatch, rows: &Rows
         ))
         .await?;
     }
-    if !rows.rec_seq.is_empty() {
+    if with_record_statuses && !rows.rec_seq.is_empty() {
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE job_records r SET status = u.status, attempts = u.attempts, last_error = NULLIF(u.error, '')
@@ -305,8 +409,12 @@ async fn write_rows(txn: &DatabaseTransaction, batch: &ClaimedBatch, rows: &Rows
     Ok(())
 }
 
-/// Whether an earlier attempt dead-lettered any of the batch's records.
+/// Whether an earlier attempt dead-lettered any of the batch's records (a first attempt
+/// has no earlier one: no query).
 async fn has_dead_letters(txn: &DatabaseTransaction, batch: &ClaimedBatch) -> Result<bool> {
+    if batch.attempts <= 1 {
+        return Ok(false);
+    }
     let row = txn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,

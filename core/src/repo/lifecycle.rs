@@ -146,11 +146,13 @@ pub async fn cancel_batches(
     scope: CancelScope,
 ) -> Result<(i64, i64)> {
     let mut values: Vec<sea_orm::Value> = vec![job_id.into(), tenant_id.into()];
+    // An abandoned batch that is locked is not abandoned: its worker is recording it
+    // (and waits for the job's row, which the caller holds), so it is skipped.
     let condition = match scope {
-        Unstarted => "status IN ('pending', 'queued', 'retry_scheduled')",
+        Unstarted => "status IN ('pending', 'queued', 'retry_scheduled') FOR UPDATE",
         Abandoned { stale_after_secs } => {
             values.push(stale_after_secs.into());
-            "status = 'running' AND heartbeat_at < now() - make_interval(secs => $3)"
+            "status = 'running' AND heartbeat_at < now() - make_interval(secs => $3) FOR UPDATE SKIP LOCKED"
         }
     };
     let row = txn
@@ -158,7 +160,7 @@ pub async fn cancel_batches(
             DbBackend::Postgres,
             format!(
                 "WITH target AS (
-                     SELECT id, retrying_records FROM batches WHERE job_id = $1 AND {condition} FOR UPDATE),
+                     SELECT id, retrying_records FROM batches WHERE job_id = $1 AND {condition}),
                  upd AS (
                      UPDATE batches b SET status = 'cancelled', finished_at = now(), updated_at = now(),
                             retrying_records = 0, heartbeat_at = NULL
