@@ -8,6 +8,8 @@ use sea_orm_migration::sea_orm::{DatabaseConnection, TransactionTrait};
 mod m20261122_000001_initial;
 mod m20261122_000002_engine;
 mod m20261122_000003_indexes;
+mod m20261122_000010_audit;
+mod m20261122_000011_pending_limit;
 
 pub struct Migrator;
 
@@ -18,6 +20,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_engine::Migration),
             Box::new(m20261122_000003_indexes::Migration),
+            Box::new(m20261122_000010_audit::Migration),
+            Box::new(m20261122_000011_pending_limit::Migration),
         ]
     }
 }
