@@ -41,6 +41,10 @@ pub enum ApiError {
         retry_after: std::time::Duration,
         limit: u32,
     },
+    /// A tenant limit that frees up as its jobs finish (`max_pending_records`): 429, but
+    /// not a rate limit, so no `Retry-After` (nobody knows when the jobs finish).
+    #[error("{}", .0.message)]
+    OverQuota(FieldError),
     #[error("{0}")]
     Unavailable(String),
     /// Something broke on our side. The message is logged, never sent.
@@ -66,7 +70,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::OverQuota(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -98,6 +102,10 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
         }
+    }
+
+    pub fn with_errors(self, errors: Vec<FieldError>) -> Self {
+        Self { errors, ..self }
     }
 
     pub fn into_response_with(self, status: StatusCode) -> Response {
@@ -132,6 +140,11 @@ impl IntoResponse for ApiError {
                 errors,
                 ..Problem::new(status, detail)
             },
+            Self::OverQuota(error) => Problem {
+                kind: "urn:freight:problem:pending-records-limit".into(),
+                ..Problem::new(status, error.message.clone())
+            }
+            .with_errors(vec![error]),
             Self::Unavailable(detail) => {
                 tracing::warn!(%detail, "dependency unavailable");
                 Problem::new(status, detail)
@@ -161,6 +174,7 @@ impl From<CoreError> for ApiError {
             CoreError::Malformed(detail) => Self::bad_request(detail),
             CoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             CoreError::Conflict(detail) => Self::Conflict(detail),
+            CoreError::OverQuota(error) => Self::OverQuota(error),
             CoreError::Database(e) => from_db(e),
             CoreError::Redis(e) => {
                 Self::Unavailable(format!("the queue (Redis) is unavailable: {e}"))

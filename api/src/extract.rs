@@ -11,7 +11,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body (`Content-Type: application/json` or `+json`), or a problem.
+/// A JSON body (`Content-Type: application/json` or `+json`) holding a JSON object, or a
+/// problem. Every request body of this API is an object; without the check serde would
+/// also fill a struct from a JSON array, field by field in order (`["acme"]` created a
+/// tenant named `acme` until Schemathesis sent one).
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -22,7 +25,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
-        parse_json(&bytes).map(ApiJson)
+        let value = parse_json(&bytes)?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request(
+                "the body has the wrong shape: expected a JSON object",
+            ));
+        }
+        Ok(ApiJson(value))
     }
 }
 

@@ -113,6 +113,8 @@ pub fn router(state: AppState) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::router())
         .split_for_parts();
+    let mut openapi = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
+    openapi::finish(&mut openapi);
     let openapi = Arc::new(openapi);
     router
         .route_layer(axum::middleware::from_fn(middleware::track_http))

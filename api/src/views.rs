@@ -121,7 +121,11 @@ pub struct TenantView {
     pub max_concurrent_jobs: i32,
     pub rate_limit_per_second: i32,
     pub rate_limit_burst: i32,
+    /// Largest job, in records; `null`: no limit.
     pub max_records_per_job: Option<i64>,
+    /// Most records the tenant may have pending (not yet succeeded, dead-lettered or
+    /// cancelled) across its unfinished jobs; `null`: no limit.
+    pub max_pending_records: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -136,6 +140,7 @@ impl From<tenant::Model> for TenantView {
             rate_limit_per_second: t.rate_limit_per_second,
             rate_limit_burst: t.rate_limit_burst,
             max_records_per_job: t.max_records_per_job,
+            max_pending_records: t.max_pending_records,
             created_at: t.created_at,
             updated_at: t.updated_at,
         }

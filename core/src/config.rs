@@ -31,6 +31,9 @@ pub struct Settings {
     pub migrate_on_start: bool,
     /// `METRICS_TENANT_LABELS`: label job and record counters with the tenant id.
     pub metrics_tenant_labels: bool,
+    /// `TENANT_MAX_PENDING_RECORDS`: the `max_pending_records` a new tenant gets when the
+    /// operator does not say; unset, none (no limit).
+    pub tenant_max_pending_records: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +184,10 @@ impl Settings {
             },
             migrate_on_start: env.boolean("MIGRATE_ON_START", true)?,
             metrics_tenant_labels: env.boolean("METRICS_TENANT_LABELS", false)?,
+            tenant_max_pending_records: match env.get("TENANT_MAX_PENDING_RECORDS") {
+                None => None,
+                Some(_) => Some(env.parsed("TENANT_MAX_PENDING_RECORDS", 1, 1..=i64::MAX)?),
+            },
         })
     }
 }
@@ -343,6 +350,9 @@ mod tests {
         assert_eq!(s.worker.concurrency, 8);
         assert!(!s.allow_private_destinations);
         assert!(s.http.admin_token.is_none());
+        assert_eq!(s.tenant_max_pending_records, None);
+        let s = settings(&[("TENANT_MAX_PENDING_RECORDS", "1000000")]).unwrap();
+        assert_eq!(s.tenant_max_pending_records, Some(1_000_000));
     }
 
     #[test]
@@ -355,6 +365,8 @@ mod tests {
             ("HTTP_ADDR", "nowhere"),
             ("LOG_FORMAT", "xml"),
             ("ADMIN_TOKEN", "short"),
+            ("TENANT_MAX_PENDING_RECORDS", "0"),
+            ("TENANT_MAX_PENDING_RECORDS", "lots"),
         ] {
             let err = settings(&[(var, val)]).unwrap_err();
             assert_eq!(err.var, var);

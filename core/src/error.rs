@@ -33,6 +33,10 @@ pub enum Error {
     /// The request conflicts with the current state (a job that is not awaiting upload).
     #[error("{0}")]
     Conflict(String),
+    /// A tenant limit that frees up over time (`max_pending_records`): the same request
+    /// may succeed later.
+    #[error("over quota: {}", .0.message)]
+    OverQuota(FieldError),
     #[error("database error: {0}")]
     Database(#[from] DbErr),
     #[error("redis error: {0}")]

@@ -34,6 +34,8 @@ pub struct Model {
     pub rate_limit_per_second: i32,
     pub rate_limit_burst: i32,
     pub max_records_per_job: Option<i64>,
+    /// Records not yet terminal across the tenant's unfinished jobs; `None`: no limit.
+    pub max_pending_records: Option<i64>,
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub retry_policy: Option<Json>,
     pub created_at: DateTimeUtc,

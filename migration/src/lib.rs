@@ -9,6 +9,8 @@ mod m20261122_000001_initial;
 mod m20261122_000002_engine;
 mod m20261122_000003_indexes;
 mod m20261122_000004_ledger_costs;
+mod m20261122_000010_audit;
+mod m20261122_000011_pending_limit;
 
 pub struct Migrator;
 
@@ -20,6 +22,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_engine::Migration),
             Box::new(m20261122_000003_indexes::Migration),
             Box::new(m20261122_000004_ledger_costs::Migration),
+            Box::new(m20261122_000010_audit::Migration),
+            Box::new(m20261122_000011_pending_limit::Migration),
         ]
     }
 }

@@ -1,5 +1,6 @@
 //! One test binary for the whole suite (one compile, one template database per run).
 
+mod audit;
 mod auth;
 mod engine;
 mod intake_fuzz;
@@ -9,6 +10,7 @@ mod intake_support;
 mod intake_upload;
 mod intake_validation;
 mod isolation;
+mod limits;
 mod observability;
 mod ops;
 mod reads;

@@ -225,6 +225,7 @@ async fn openapi_describes_every_endpoint() {
         "POST /api/v1/api-keys",
         "GET /api/v1/api-keys",
         "DELETE /api/v1/api-keys/{key_id}",
+        "GET /api/v1/admin/audit",
         "POST /api/v1/jobs",
         "GET /api/v1/jobs",
         "GET /api/v1/jobs/{id}",
@@ -267,6 +268,7 @@ async fn openapi_describes_every_endpoint() {
         "CreateJobRequest",
         "TenantView",
         "CreatedApiKey",
+        "AuditEvent",
     ] {
         assert!(schemas.contains_key(s), "schema {s} missing");
     }
@@ -277,4 +279,139 @@ async fn openapi_describes_every_endpoint() {
         .unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await.unwrap().contains("/api/v1/openapi.json"));
+}
+
+// Regressions found by Schemathesis (scripts/schemathesis).
+
+#[tokio::test]
+async fn a_json_array_is_not_an_object_body() {
+    // serde fills a struct from an array, field by field: `["acme"]` created a tenant named
+    // `acme`, and `[null, null]` an API key.
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    for (req, body) in [
+        (
+            app.admin(Method::POST, "/api/v1/admin/tenants"),
+            r#"["sneaky"]"#,
+        ),
+        (
+            app.tenant(&key, Method::POST, "/api/v1/api-keys"),
+            "[null, null]",
+        ),
+        (
+            app.tenant(&key, Method::PUT, "/api/v1/retry-policies"),
+            "[3]",
+        ),
+        (app.tenant(&key, Method::POST, "/api/v1/jobs"), "[]"),
+    ] {
+        let res = req
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+    assert_eq!(app.scalar("SELECT count(*) FROM tenants").await, 1);
+    assert_eq!(app.scalar("SELECT count(*) FROM api_keys").await, 1);
+}
+
+#[tokio::test]
+async fn the_openapi_document_says_what_errors_and_events_look_like() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app
+        .request(Method::GET, "/api/v1/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Errors are served as application/problem+json, so that is what is documented.
+    let mut problems = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, res) in op["responses"].as_object().unwrap() {
+                let Some(content) = res["content"].as_object() else {
+                    continue;
+                };
+                for (media, c) in content {
+                    if c["schema"]["$ref"] == "#/components/schemas/Problem" {
+                        assert_eq!(
+                            media, "application/problem+json",
+                            "{method} {path} {status}"
+                        );
+                        problems += 1;
+                    }
+                }
+            }
+            // Every tenant route can answer 401 and 429; every operator route 401 and 403.
+            let security = op["security"].to_string();
+            let statuses = op["responses"].as_object().unwrap();
+            if security.contains("api_key") {
+                for s in ["401", "429"] {
+                    assert!(statuses.contains_key(s), "{method} {path} lacks {s}");
+                }
+            }
+            if security.contains("admin_token") {
+                for s in ["401", "403"] {
+                    assert!(statuses.contains_key(s), "{method} {path} lacks {s}");
+                }
+            }
+            if op["requestBody"]["content"]["application/json"].is_object() {
+                for s in ["400", "413", "415"] {
+                    assert!(statuses.contains_key(s), "{method} {path} lacks {s}");
+                }
+            }
+        }
+    }
+    assert!(problems > 50, "{problems}");
+    // The event stream is documented event by event: `event`, `id`, `data`.
+    let stream = &doc["paths"]["/api/v1/jobs/{id}/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+        ["schema"];
+    let name = stream["$ref"].as_str().expect("a named schema");
+    let schema = &doc["components"]["schemas"][name.rsplit('/').next().unwrap()];
+    for field in ["event", "id", "data"] {
+        assert!(
+            schema["required"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from(field)),
+            "{schema}"
+        );
+    }
+    // And a real stream matches it.
+    let (_, key) = app.tenant_with_key("acme").await;
+    let job = app
+        .create_job(
+            &key,
+            &serde_json::json!({"source": {"type": "upload"},
+                                "destination": {"type": "http", "url": "http://127.0.0.1:9/x"}}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap();
+    app.tenant(&key, Method::POST, &format!("/api/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    let body = app
+        .tenant(&key, Method::GET, &format!("/api/v1/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fields: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k))
+        .filter(|k| !k.is_empty())
+        .collect();
+    assert_eq!(fields, ["event", "id", "data"], "{body}");
+    let data = body.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(data).unwrap()["status"],
+        "cancelled"
+    );
 }

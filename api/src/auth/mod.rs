@@ -7,7 +7,7 @@ pub mod rate_limit;
 pub use authenticator::{Authenticator, Principal};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use freight_core::domain::api_key::ApiKey;
+use freight_core::{domain::api_key::ApiKey, repo::audit::Actor};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
@@ -15,10 +15,21 @@ use uuid::Uuid;
 use crate::{error::ApiError, state::AppState};
 
 /// A request authenticated with a tenant API key (`Authorization: Bearer` or `X-API-Key`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AuthTenant {
     pub tenant_id: Uuid,
     pub key_id: Uuid,
+    /// The key's public id (not secret): how the audit trail names the caller.
+    pub public_id: String,
+}
+
+impl AuthTenant {
+    /// The caller as the audit trail records it: `key:<public id>`.
+    pub fn actor(&self) -> Actor {
+        Actor::Key {
+            public_id: self.public_id.clone(),
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for AuthTenant {
@@ -45,9 +56,13 @@ impl FromRequestParts<AppState> for AuthTenant {
             })?;
         let span = tracing::Span::current();
         span.record("tenant.id", tracing::field::display(p.tenant_id));
+        let public_id = ApiKey::parse(&token)
+            .map(|k| k.public_id().to_owned())
+            .map_err(|_| ApiError::Unauthorized("malformed API key".into()))?;
         Ok(AuthTenant {
             tenant_id: p.tenant_id,
             key_id: p.key_id,
+            public_id,
         })
     }
 }

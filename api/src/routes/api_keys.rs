@@ -5,8 +5,12 @@ use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use freight_core::{
     domain::api_key::ApiKey,
-    repo::api_keys::{self, NewApiKey},
+    repo::{
+        api_keys::{self, NewApiKey},
+        audit::{self, Actor},
+    },
 };
+use sea_orm::TransactionTrait;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -34,11 +38,13 @@ pub struct CreateApiKeyRequest {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Creates a key for `tenant_id`. Shared by the operator and the self-service route.
+/// Creates a key for `tenant_id`, with its `key.created` audit event in the same
+/// transaction. Shared by the operator and the self-service route.
 pub async fn create_key(
     state: &AppState,
     tenant_id: Uuid,
     req: CreateApiKeyRequest,
+    actor: Actor,
 ) -> ApiResult<CreatedApiKey> {
     let mut errors = Vec::new();
     if req
@@ -65,8 +71,9 @@ pub async fn create_key(
     let secret_hash = tokio::task::spawn_blocking(move || hashing.hash_secret())
         .await
         .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?;
+    let txn = state.db.begin().await?;
     let row = api_keys::create(
-        &state.db,
+        &txn,
         NewApiKey {
             tenant_id,
             name: req.name,
@@ -76,6 +83,23 @@ pub async fn create_key(
         },
     )
     .await?;
+    audit::record(
+        &txn,
+        audit::NewEvent {
+            tenant_id: Some(tenant_id),
+            actor,
+            action: audit::KEY_CREATED,
+            target_type: "api_key",
+            target_id: Some(row.id),
+            details: serde_json::json!({
+                "name": row.name,
+                "prefix": key.prefix(),
+                "expires_at": row.expires_at,
+            }),
+        },
+    )
+    .await?;
+    txn.commit().await?;
     Ok(CreatedApiKey {
         id: row.id,
         tenant_id,
@@ -88,16 +112,34 @@ pub async fn create_key(
 }
 
 /// Revokes a key (only within `tenant_id` when given) on this replica at once; the others
-/// drop it from their caches at their next poll, within a second or two.
+/// drop it from their caches at their next poll, within a second or two. The first
+/// revocation writes a `key.revoked` audit event in the same transaction.
 pub async fn revoke_key(
     state: &AppState,
     key_id: Uuid,
     tenant_id: Option<Uuid>,
+    actor: Actor,
 ) -> ApiResult<StatusCode> {
-    let public_id = api_keys::revoke(&state.db, key_id, tenant_id)
+    let txn = state.db.begin().await?;
+    let revoked = api_keys::revoke(&txn, key_id, tenant_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("API key not found".into()))?;
-    state.auth.forget(&public_id).await;
+    if revoked.now {
+        audit::record(
+            &txn,
+            audit::NewEvent {
+                tenant_id: Some(revoked.tenant_id),
+                actor,
+                action: audit::KEY_REVOKED,
+                target_type: "api_key",
+                target_id: Some(key_id),
+                details: serde_json::json!({"prefix": format!("frk_{}", revoked.public_id)}),
+            },
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    state.auth.forget(&revoked.public_id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -112,7 +154,7 @@ async fn create_own_key(
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     Ok((
         StatusCode::CREATED,
-        Json(create_key(&state, auth.tenant_id, req).await?),
+        Json(create_key(&state, auth.tenant_id, req, auth.actor()).await?),
     ))
 }
 
@@ -136,5 +178,5 @@ async fn revoke_own_key(
     auth: AuthTenant,
     ApiPath(key_id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
-    revoke_key(&state, key_id, Some(auth.tenant_id)).await
+    revoke_key(&state, key_id, Some(auth.tenant_id), auth.actor()).await
 }

@@ -25,14 +25,35 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(job_events))
 }
 
+/// One event of the stream, as an SSE client parses it (the OpenAPI schema of each item
+/// of the `text/event-stream` response, not a JSON body).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation only: the stream itself is written with axum's `Event`
+pub struct JobEvent {
+    /// `progress` while the job runs; `done` once, last, with the job in its final state.
+    pub event: JobEventKind,
+    /// Grows with every event; send the last one seen back as `Last-Event-ID` to resume.
+    pub id: String,
+    /// The job object, as `GET /api/v1/jobs/{id}` returns it, as JSON text.
+    pub data: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // documentation only, as `JobEvent`
+pub enum JobEventKind {
+    Progress,
+    Done,
+}
+
 /// Follow a job: `event: progress` (data: the job) whenever its counters change, at most
 /// a few times a second; then one `event: done` with the job in its terminal state, and
 /// the stream ends. Each event's `id` grows; send it back as `Last-Event-ID` to resume
 /// without seeing an event twice.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", security(("api_key" = [])),
     params(("id" = Uuid, Path), ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
-    responses((status = 200, content_type = "text/event-stream", body = String,
-        description = "`event: progress` / `event: done`, `data:` the job object"),
+    responses((status = 200, content_type = "text/event-stream", body = JobEvent,
+        description = "a stream of events, each `event: progress` or `event: done`, with an `id:` and `data:` the job object as JSON"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 async fn job_events(
     State(state): State<AppState>,

@@ -66,7 +66,8 @@ pub async fn job_view(db: &impl ConnectionTrait, job: job::Model) -> ApiResult<J
         (status = 201, body = JobView, description = "created; `Location` names the job"),
         (status = 200, body = JobView, description = "the job this Idempotency-Key already created"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
-        (status = 415, body = Problem), (status = 422, body = Problem)))]
+        (status = 415, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem, description = "over the request rate, or the tenant's `max_pending_records` is reached (problem type `urn:freight:problem:pending-records-limit`, no `Retry-After`: retry once jobs finish)")))]
 async fn create_job(
     State(state): State<AppState>,
     auth: AuthTenant,
@@ -93,13 +94,14 @@ async fn create_job(
         .await
         .map_err(|m| ApiError::Validation(vec![FieldError::new("destination.url", m)]))?;
     let idempotency = idempotency_key.map(|key| Idempotency { key, fingerprint });
-    let (status, job) = match jobs::create(&state.db, auth.tenant_id, new, idempotency).await? {
-        Created::New(job) => {
-            freight_core::metrics::job_created(auth.tenant_id);
-            (StatusCode::CREATED, job)
-        }
-        Created::Existing(job) => (StatusCode::OK, job),
-    };
+    let (status, job) =
+        match jobs::create(&state.db, auth.tenant_id, new, idempotency, &auth.actor()).await? {
+            Created::New(job) => {
+                freight_core::metrics::job_created(auth.tenant_id);
+                (StatusCode::CREATED, job)
+            }
+            Created::Existing(job) => (StatusCode::OK, job),
+        };
     let job = if job.status == JobStatus::Queued {
         state.admit(auth.tenant_id).await?;
         jobs::get(&state.db, auth.tenant_id, job.id).await?
@@ -207,7 +209,8 @@ enum UploadFormat {
     request_body(content((Vec<serde_json::Value> = "application/json"), (String = "application/x-ndjson"))),
     responses((status = 202, body = UploadAccepted), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
-        (status = 415, body = Problem), (status = 422, body = Problem)))]
+        (status = 415, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem, description = "over the request rate, or the tenant's `max_pending_records` is reached (problem type `urn:freight:problem:pending-records-limit`)")))]
 async fn upload_records(
     State(state): State<AppState>,
     auth: AuthTenant,
@@ -226,9 +229,22 @@ async fn upload_records(
             )));
         }
     };
-    let max_records = tenants::get(&state.db, auth.tenant_id)
+    let tenant = tenants::get(&state.db, auth.tenant_id)
         .await?
-        .and_then(|t| t.max_records_per_job);
+        .ok_or_else(|| ApiError::Unauthorized("tenant no longer exists".into()))?;
+    let max_records = tenant.max_records_per_job;
+    // Fail fast, before reading the body, when the tenant has no room at all; the
+    // guarded check runs again before commit.
+    if let Some(max) = tenant.max_pending_records
+        && tenants::pending_records(&state.db, auth.tenant_id).await? >= max
+    {
+        return Err(ApiError::OverQuota(FieldError::new(
+            "records",
+            format!(
+                "this tenant already has {max} or more records pending across its unfinished jobs, its limit; retry once running jobs have finished, or cancel some"
+            ),
+        )));
+    }
     let txn = state.db.begin().await?;
     let job = jobs::lock(&txn, auth.tenant_id, id).await?;
     if job.status != JobStatus::AwaitingUpload {
@@ -299,6 +315,7 @@ async fn upload_records(
     }
     let total = job.total_records + appended;
     jobs::set_total(&txn, job.id, total).await?;
+    tenants::enforce_pending_limit(&txn, auth.tenant_id, "records", total).await?;
     txn.commit().await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -353,7 +370,8 @@ async fn cancel_job(
     auth: AuthTenant,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    let cancelled = freight_core::repo::lifecycle::cancel(&state.db, auth.tenant_id, id).await?;
+    let cancelled =
+        freight_core::repo::lifecycle::cancel(&state.db, auth.tenant_id, id, &auth.actor()).await?;
     if cancelled.job.status == JobStatus::Cancelled && cancelled.changed {
         freight_core::metrics::job_finished(auth.tenant_id, "cancelled");
         metrics::histogram!(freight_core::metrics::CANCEL_LATENCY).record(0.0);

@@ -3,7 +3,7 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use freight_core::repo::{
-    jobs,
+    audit, jobs,
     lifecycle::{self, RequeueScope},
 };
 use serde::{Deserialize, Serialize};
@@ -54,8 +54,9 @@ async fn retry_job(
             "a cancelled job cannot be retried".into(),
         ));
     }
+    let event = event(&auth, audit::JOB_RETRIED, "job", Some(id));
     let (requeued, dispatch) =
-        lifecycle::requeue(&state.db, auth.tenant_id, RequeueScope::Job(id)).await?;
+        lifecycle::requeue(&state.db, auth.tenant_id, RequeueScope::Job(id), event).await?;
     state.dispatch(&dispatch).await;
     let job = jobs::get(&state.db, auth.tenant_id, id).await?;
     Ok((
@@ -83,8 +84,9 @@ async fn retry_batch(
             "only a failed batch can be retried".into(),
         ));
     }
+    let event = event(&auth, audit::BATCH_RETRIED, "batch", Some(id));
     let (requeued, dispatch) =
-        lifecycle::requeue(&state.db, auth.tenant_id, RequeueScope::Batch(id)).await?;
+        lifecycle::requeue(&state.db, auth.tenant_id, RequeueScope::Batch(id), event).await?;
     if requeued == 0 {
         return Err(ApiError::Conflict(
             "the batch's job is cancelled; nothing to retry".into(),
@@ -118,12 +120,19 @@ async fn requeue_dead_letters(
     auth: AuthTenant,
     ApiJson(req): ApiJson<RequeueRequest>,
 ) -> ApiResult<(StatusCode, Json<Requeued>)> {
-    let scope = match (req.job_id, req.ids) {
+    let (scope, event) = match (req.job_id, req.ids) {
         (Some(job_id), None) => {
             jobs::get(&state.db, auth.tenant_id, job_id).await?;
-            RequeueScope::Job(job_id)
+            (
+                RequeueScope::Job(job_id),
+                event(&auth, audit::DEAD_LETTERS_REQUEUED, "job", Some(job_id)),
+            )
         }
-        (None, Some(ids)) if !ids.is_empty() && ids.len() <= 10_000 => RequeueScope::Ids(ids),
+        (None, Some(ids)) if !ids.is_empty() && ids.len() <= 10_000 => {
+            let mut e = event(&auth, audit::DEAD_LETTERS_REQUEUED, "dead_letters", None);
+            e.details = serde_json::json!({"ids_requested": ids.len()});
+            (RequeueScope::Ids(ids), e)
+        }
         _ => {
             return Err(ApiError::Validation(vec![freight_core::FieldError::new(
                 "job_id",
@@ -131,7 +140,7 @@ async fn requeue_dead_letters(
             )]));
         }
     };
-    let (requeued, dispatch) = lifecycle::requeue(&state.db, auth.tenant_id, scope).await?;
+    let (requeued, dispatch) = lifecycle::requeue(&state.db, auth.tenant_id, scope, event).await?;
     state.dispatch(&dispatch).await;
     Ok((
         StatusCode::ACCEPTED,
@@ -140,4 +149,21 @@ async fn requeue_dead_letters(
             job: None,
         }),
     ))
+}
+
+/// The audit event of a retry request; `requeue` adds the counts.
+fn event(
+    auth: &AuthTenant,
+    action: &'static str,
+    target_type: &'static str,
+    target_id: Option<Uuid>,
+) -> audit::NewEvent {
+    audit::NewEvent {
+        tenant_id: Some(auth.tenant_id),
+        actor: auth.actor(),
+        action,
+        target_type,
+        target_id,
+        details: serde_json::json!({}),
+    }
 }

@@ -260,6 +260,14 @@ pub fn is_identifier(s: &str) -> bool {
 }
 
 impl Destination {
+    /// `http` or `postgres`: what the audit trail says of a destination (never its URL).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Destination::Http(_) => "http",
+            Destination::Postgres(_) => "postgres",
+        }
+    }
+
     pub fn url(&self) -> &str {
         match self {
             Destination::Http(h) => &h.url,

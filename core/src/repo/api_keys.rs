@@ -72,25 +72,32 @@ pub async fn find_for_auth(
     .await?)
 }
 
-/// Revokes a key, optionally only if it belongs to `tenant_id`. Returns the key's public
-/// id when it exists (revoking twice is harmless and keeps the first time).
+/// A key [`revoke`] found.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct Revoked {
+    pub public_id: String,
+    pub tenant_id: Uuid,
+    /// True if this call revoked it; false if it already was.
+    pub now: bool,
+}
+
+/// Revokes a key, optionally only if it belongs to `tenant_id`. Returns the key when it
+/// exists (revoking twice is harmless and keeps the first time). `now()` is the
+/// transaction's start time, so `revoked_at = now()` afterwards means this call set it.
 pub async fn revoke(
     db: &impl ConnectionTrait,
     key_id: Uuid,
     tenant_id: Option<Uuid>,
-) -> Result<Option<String>> {
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
-             WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)
-             RETURNING public_id",
-            [key_id.into(), tenant_id.into()],
-        ))
-        .await?;
-    Ok(row
-        .map(|r| r.try_get::<String>("", "public_id"))
-        .transpose()?)
+) -> Result<Option<Revoked>> {
+    Ok(Revoked::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)
+         RETURNING public_id, tenant_id, revoked_at = now() AS now",
+        [key_id.into(), tenant_id.into()],
+    ))
+    .one(db)
+    .await?)
 }
 
 /// Public ids of keys revoked at or after `since`, and of every key of a tenant changed

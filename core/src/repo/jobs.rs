@@ -10,9 +10,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
+    audit::{self, Actor},
     batches, is_unique_violation,
     page::{Page, PageRequest},
-    records,
+    records, tenants,
 };
 use crate::{
     domain::job_spec::{NewJob, SourceKind},
@@ -36,7 +37,9 @@ pub enum Created {
     Existing(job::Model),
 }
 
-/// Stores a job, its inline records and its batch plan in one transaction.
+/// Stores a job, its inline records, its batch plan and its `job.created` audit event in
+/// one transaction, which ends by checking the tenant's `max_pending_records` under the
+/// tenant row's lock ([`tenants::enforce_pending_limit`]).
 ///
 /// With an idempotency key: the same key and body within 24 h returns the original job;
 /// the same key with another body is a validation error. Two concurrent requests with one
@@ -46,6 +49,7 @@ pub async fn create(
     tenant_id: Uuid,
     mut new: NewJob,
     idempotency: Option<Idempotency>,
+    actor: &Actor,
 ) -> Result<Created> {
     for attempt in 0..2 {
         let txn = db.begin().await?;
@@ -86,7 +90,32 @@ pub async fn create(
                     )
                     .await?;
                     batches::plan(&txn, &job).await?;
+                    tenants::enforce_pending_limit(
+                        &txn,
+                        tenant_id,
+                        "source.records",
+                        job.total_records,
+                    )
+                    .await?;
                 }
+                audit::record(
+                    &txn,
+                    audit::NewEvent {
+                        tenant_id: Some(tenant_id),
+                        actor: actor.clone(),
+                        action: audit::JOB_CREATED,
+                        target_type: "job",
+                        target_id: Some(job.id),
+                        details: serde_json::json!({
+                            "name": job.name,
+                            "source": new.source.as_json()["type"],
+                            "destination": new.destination.kind(),
+                            "records": job.total_records,
+                            "idempotency_key": idempotency.is_some(),
+                        }),
+                    },
+                )
+                .await?;
                 txn.commit().await?;
                 return Ok(Created::New(job));
             }

@@ -4,7 +4,10 @@ use entity::job::{self, JobStatus};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use uuid::Uuid;
 
-use super::{batches, jobs, windows};
+use super::{
+    audit::{self, Actor},
+    batches, jobs, windows,
+};
 use crate::error::{Error, Result};
 
 /// The Postgres channel a cancel is announced on; the payload is the job id.
@@ -69,8 +72,14 @@ pub struct Cancelled {
 /// Cancels a job: every batch not running is cancelled with its pending records (each
 /// gets a `cancelled` log row); the job is `cancelled` at once if no batch is running,
 /// else `cancelling` until the running ones stop. Workers hear of it on
-/// [`CANCEL_CHANNEL`] at commit. A finished job is a conflict.
-pub async fn cancel(db: &DatabaseConnection, tenant_id: Uuid, job_id: Uuid) -> Result<Cancelled> {
+/// [`CANCEL_CHANNEL`] at commit. A finished job is a conflict. The `job.cancelled` audit
+/// event is written in the same transaction (a repeated cancel writes none).
+pub async fn cancel(
+    db: &DatabaseConnection,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    actor: &Actor,
+) -> Result<Cancelled> {
     let txn = db.begin().await?;
     let job = jobs::lock(&txn, tenant_id, job_id).await?;
     match job.status {
@@ -112,6 +121,21 @@ pub async fn cancel(db: &DatabaseConnection, tenant_id: Uuid, job_id: Uuid) -> R
     ))
     .await?;
     let job = jobs::lock(&txn, tenant_id, job_id).await?;
+    audit::record(
+        &txn,
+        audit::NewEvent {
+            tenant_id: Some(tenant_id),
+            actor: actor.clone(),
+            action: audit::JOB_CANCELLED,
+            target_type: "job",
+            target_id: Some(job_id),
+            details: serde_json::json!({
+                "status": sea_orm::ActiveEnum::to_value(&job.status),
+                "cancelled_records": cancelled,
+            }),
+        },
+    )
+    .await?;
     let to_dispatch = if job.status == JobStatus::Cancelled {
         windows::admit(&txn, tenant_id).await?
     } else {
@@ -237,10 +261,15 @@ pub enum RequeueScope {
 /// batch pending, and a finished job is queued again. Only dead letters of the tenant, in
 /// failed batches of jobs that are not cancelled, are requeued. Returns how many were,
 /// and batches to dispatch.
+///
+/// `event` is the audit event of the request (`job.retried`, `batch.retried`,
+/// `dead_letters.requeued`); it is written in the same transaction, with the count and
+/// the jobs concerned as details, if anything was requeued.
 pub async fn requeue(
     db: &DatabaseConnection,
     tenant_id: Uuid,
     scope: RequeueScope,
+    event: audit::NewEvent,
 ) -> Result<(i64, Vec<Uuid>)> {
     let (filter, arg): (&str, sea_orm::Value) = match scope {
         RequeueScope::Job(id) => ("d.job_id = $2", id.into()),
@@ -294,10 +323,12 @@ pub async fn requeue(
         .await?;
     let mut total = 0;
     let mut to_dispatch = Vec::new();
+    let mut requeued_jobs = Vec::new();
     for row in rows {
         let job_id: Uuid = row.try_get("", "job_id")?;
         let n: i64 = row.try_get("", "n")?;
         total += n;
+        requeued_jobs.push(job_id);
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE jobs SET dead_lettered_records = dead_lettered_records - $2, updated_at = now(),
@@ -311,6 +342,20 @@ pub async fn requeue(
     }
     if total > 0 {
         to_dispatch.extend(windows::admit(&txn, tenant_id).await?);
+        let mut details = match event.details {
+            serde_json::Value::Object(map) => map,
+            _ => Default::default(),
+        };
+        details.insert("requeued".into(), total.into());
+        details.insert("jobs".into(), serde_json::json!(requeued_jobs));
+        audit::record(
+            &txn,
+            audit::NewEvent {
+                details: details.into(),
+                ..event
+            },
+        )
+        .await?;
     }
     txn.commit().await?;
     Ok((total, to_dispatch))

@@ -3,6 +3,7 @@
 //! another tenant's row is simply not found.
 
 pub mod api_keys;
+pub mod audit;
 pub mod batches;
 pub mod fleet;
 pub mod jobs;

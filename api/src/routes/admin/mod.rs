@@ -1,5 +1,6 @@
 //! Operator routes under `/api/v1/admin`, all behind the `Operator` extractor.
 
+pub mod audit;
 pub mod tenants;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -7,5 +8,5 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    tenants::router()
+    tenants::router().merge(audit::router())
 }

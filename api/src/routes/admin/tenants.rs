@@ -6,11 +6,14 @@ use freight_core::{
     FieldError,
     repo::{
         api_keys,
+        audit::{self, Actor},
         page::PageRequest,
         tenants::{self, NewTenant},
     },
 };
+use sea_orm::TransactionTrait;
 use serde::Deserialize;
+use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -40,6 +43,12 @@ pub struct CreateTenantRequest {
     pub max_concurrent_jobs: Option<i64>,
     /// Requests per second (1–1000000, default 100; burst twice that).
     pub rate_limit_per_second: Option<i64>,
+    /// Most records the tenant may have pending across its unfinished jobs (at least 1).
+    /// Absent: the deployment's `TENANT_MAX_PENDING_RECORDS` (by default none); `null`:
+    /// no limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub max_pending_records: Option<Option<i64>>,
 }
 
 /// Create a tenant.
@@ -67,18 +76,42 @@ async fn create_tenant(
         100,
         1_000_000,
     );
+    let max_pending_records = match req.max_pending_records {
+        None => state.settings.tenant_max_pending_records,
+        Some(v) => at_least_one(&mut errors, "max_pending_records", v),
+    };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    let txn = state.db.begin().await?;
     let tenant = tenants::create(
-        &state.db,
+        &txn,
         NewTenant {
             name,
             max_concurrent_jobs,
             rate_limit_per_second,
+            max_pending_records,
         },
     )
     .await?;
+    audit::record(
+        &txn,
+        audit::NewEvent {
+            tenant_id: Some(tenant.id),
+            actor: Actor::Operator,
+            action: audit::TENANT_CREATED,
+            target_type: "tenant",
+            target_id: Some(tenant.id),
+            details: json!({
+                "name": tenant.name,
+                "max_concurrent_jobs": tenant.max_concurrent_jobs,
+                "rate_limit_per_second": tenant.rate_limit_per_second,
+                "max_pending_records": tenant.max_pending_records,
+            }),
+        },
+    )
+    .await?;
+    txn.commit().await?;
     Ok((StatusCode::CREATED, Json(tenant.into())))
 }
 
@@ -129,7 +162,7 @@ async fn create_tenant_key(
     find_tenant(&state, id).await?;
     Ok((
         StatusCode::CREATED,
-        Json(create_key(&state, id, req).await?),
+        Json(create_key(&state, id, req, Actor::Operator).await?),
     ))
 }
 
@@ -163,7 +196,7 @@ async fn revoke_any_key(
     _: Operator,
     ApiPath(key_id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
-    revoke_key(&state, key_id, None).await
+    revoke_key(&state, key_id, None, Actor::Operator).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -175,7 +208,14 @@ pub struct UpdateTenantRequest {
     pub rate_limit_burst: Option<i64>,
     /// Largest job, in records; `null` removes the limit.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     pub max_records_per_job: Option<Option<i64>>,
+    /// Most records pending across the tenant's unfinished jobs; `null` removes the limit.
+    /// Lowering it below what is pending refuses new records until jobs finish; nothing
+    /// already accepted is dropped.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub max_pending_records: Option<Option<i64>>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -206,16 +246,12 @@ async fn update_tenant(
             MAX_RATE as i64,
         ),
         rate_limit_burst: bounded("rate_limit_burst", req.rate_limit_burst, MAX_RATE as i64),
-        max_records_per_job: match req.max_records_per_job {
-            Some(Some(n)) if n < 1 => {
-                errors.push(FieldError::new(
-                    "max_records_per_job",
-                    "must be at least 1, or null for no limit",
-                ));
-                None
-            }
-            other => other,
-        },
+        max_records_per_job: req
+            .max_records_per_job
+            .map(|v| at_least_one(&mut errors, "max_records_per_job", v)),
+        max_pending_records: req
+            .max_pending_records
+            .map(|v| at_least_one(&mut errors, "max_pending_records", v)),
         status: match req.status.as_deref() {
             None => None,
             Some("active") => Some(entity::tenant::TenantStatus::Active),
@@ -229,11 +265,73 @@ async fn update_tenant(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let tenant = tenants::update(&state.db, id, patch)
+    let details = patch_details(&patch);
+    let txn = state.db.begin().await?;
+    let tenant = tenants::update(&txn, id, patch)
         .await?
         .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
+    audit::record(
+        &txn,
+        audit::NewEvent {
+            tenant_id: Some(id),
+            actor: Actor::Operator,
+            action: audit::TENANT_UPDATED,
+            target_type: "tenant",
+            target_id: Some(id),
+            details,
+        },
+    )
+    .await?;
+    txn.commit().await?;
     state.admit(id).await?;
     Ok(Json(tenant.into()))
+}
+
+/// The fields a patch sets, as the audit event's details (limits and status only).
+fn patch_details(patch: &freight_core::repo::tenants::TenantPatch) -> Value {
+    let mut d = Map::new();
+    if let Some(s) = patch.status {
+        d.insert("status".into(), json!(s));
+    }
+    let numbers = [
+        (
+            "max_concurrent_jobs",
+            patch.max_concurrent_jobs.map(i64::from),
+        ),
+        (
+            "rate_limit_per_second",
+            patch.rate_limit_per_second.map(i64::from),
+        ),
+        ("rate_limit_burst", patch.rate_limit_burst.map(i64::from)),
+    ];
+    for (k, v) in numbers {
+        if let Some(v) = v {
+            d.insert(k.into(), json!(v));
+        }
+    }
+    for (k, v) in [
+        ("max_records_per_job", patch.max_records_per_job),
+        ("max_pending_records", patch.max_pending_records),
+    ] {
+        if let Some(v) = v {
+            d.insert(k.into(), json!(v));
+        }
+    }
+    Value::Object(d)
+}
+
+/// A nullable limit: `Some(n)` must be at least 1 (else a field error); `None` is "no limit".
+fn at_least_one(errors: &mut Vec<FieldError>, field: &str, v: Option<i64>) -> Option<i64> {
+    match v {
+        Some(n) if n < 1 => {
+            errors.push(FieldError::new(
+                field,
+                "must be at least 1, or null for no limit",
+            ));
+            None
+        }
+        other => other,
+    }
 }
 
 /// `Some(v)` if `v` is within 1..=`hi`; otherwise records a field error. `None` in, `None` out.

@@ -1,0 +1,153 @@
+//! `audit_events`: who changed what. Append-only (a trigger refuses UPDATE, DELETE and
+//! TRUNCATE).
+//!
+//! Every event is written with [`record`] on the connection of the change it describes —
+//! inside the change's own transaction — so a change that rolls back leaves no event and
+//! a committed change always has one. An event records a change: a request that changes
+//! nothing (a repeated revoke, a replayed `Idempotency-Key`, a retry with nothing left to
+//! requeue) records none.
+//!
+//! Details never hold secrets: no API key, no destination URL or header, no payload.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::page::{Keyset, Page};
+use crate::error::Result;
+
+/// Who did it: the operator (`ADMIN_TOKEN`), or a tenant API key named by its public id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Operator,
+    Key { public_id: String },
+}
+
+impl Actor {
+    /// `operator` or `key:<public id>`, as stored.
+    pub fn as_text(&self) -> String {
+        match self {
+            Actor::Operator => "operator".to_owned(),
+            Actor::Key { public_id } => format!("key:{public_id}"),
+        }
+    }
+}
+
+/// Every action the trail knows (the table's CHECK lists the same).
+pub const ACTIONS: [&str; 9] = [
+    KEY_CREATED,
+    KEY_REVOKED,
+    JOB_CREATED,
+    JOB_CANCELLED,
+    JOB_RETRIED,
+    BATCH_RETRIED,
+    DEAD_LETTERS_REQUEUED,
+    TENANT_CREATED,
+    TENANT_UPDATED,
+];
+pub const KEY_CREATED: &str = "key.created";
+pub const KEY_REVOKED: &str = "key.revoked";
+pub const JOB_CREATED: &str = "job.created";
+pub const JOB_CANCELLED: &str = "job.cancelled";
+pub const JOB_RETRIED: &str = "job.retried";
+pub const BATCH_RETRIED: &str = "batch.retried";
+pub const DEAD_LETTERS_REQUEUED: &str = "dead_letters.requeued";
+pub const TENANT_CREATED: &str = "tenant.created";
+pub const TENANT_UPDATED: &str = "tenant.updated";
+
+/// One event to write.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub tenant_id: Option<Uuid>,
+    pub actor: Actor,
+    pub action: &'static str,
+    /// `tenant`, `api_key`, `job`, `batch` or `dead_letters`.
+    pub target_type: &'static str,
+    pub target_id: Option<Uuid>,
+    /// A JSON object; never a secret.
+    pub details: Value,
+}
+
+/// Appends one event. Call it on the transaction of the change it records.
+pub async fn record(db: &impl ConnectionTrait, event: NewEvent) -> Result<()> {
+    let details = match event.details {
+        Value::Object(_) => event.details,
+        _ => Value::Object(Default::default()),
+    };
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO audit_events (tenant_id, actor, action, target_type, target_id, details)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        [
+            event.tenant_id.into(),
+            event.actor.as_text().into(),
+            event.action.into(),
+            event.target_type.into(),
+            event.target_id.into(),
+            details.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// An event as listed.
+#[derive(Debug, Clone, FromQueryResult, Serialize, utoipa::ToSchema)]
+pub struct AuditEvent {
+    /// Increasing: a later event has a larger id.
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// The tenant the change concerns (absent for none).
+    pub tenant_id: Option<Uuid>,
+    /// `operator`, or `key:<public id>` for a tenant API key.
+    pub actor: String,
+    /// `key.created`, `key.revoked`, `job.created`, `job.cancelled`, `job.retried`,
+    /// `batch.retried`, `dead_letters.requeued`, `tenant.created` or `tenant.updated`.
+    pub action: String,
+    /// `tenant`, `api_key`, `job`, `batch` or `dead_letters`.
+    pub target_type: String,
+    pub target_id: Option<Uuid>,
+    /// What changed (counts, limits, names); never a secret.
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub tenant_id: Option<Uuid>,
+    pub action: Option<String>,
+    /// Events at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// Events newest first (by id); the cursor is the last id seen.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    filter: &AuditFilter,
+    page: Keyset<i64>,
+) -> Result<Page<AuditEvent>> {
+    let rows = AuditEvent::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT id, at, tenant_id, actor, action, target_type, target_id, details
+         FROM audit_events
+         WHERE ($1::uuid IS NULL OR tenant_id = $1)
+           AND ($2::text IS NULL OR action = $2)
+           AND ($3::timestamptz IS NULL OR at >= $3)
+           AND ($4::bigint IS NULL OR id < $4)
+         ORDER BY id DESC
+         LIMIT $5",
+        [
+            filter.tenant_id.into(),
+            filter.action.clone().into(),
+            filter.since.into(),
+            page.after.into(),
+            ((page.limit + 1) as i64).into(),
+        ],
+    ))
+    .all(db)
+    .await?;
+    Ok(page.finish(rows, |e| e.id))
+}

@@ -1,0 +1,56 @@
+//! Fuzzes record intake as `POST /api/v1/jobs/{id}/records` runs it: the NDJSON decoder
+//! (`core/src/domain/ndjson.rs`) fed in two chunks split at an arbitrary point, the JSON
+//! array form, and record validation (`core/src/domain/record.rs`) on whatever parses.
+//!
+//! Properties, beyond "never panics, never hangs":
+//! - chunking does not matter: one chunk or two give the same records, or fail on the
+//!   same line;
+//! - the line numbers of errors are 1-based and within the input;
+//! - every record that passes `record::check` is a JSON object.
+//!
+//! Run: `cd fuzz && cargo +nightly fuzz run records` (docs/security.md).
+
+#![no_main]
+
+use freight_core::domain::{ndjson::NdjsonDecoder, record};
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+fn decode(chunks: &[&[u8]]) -> (Vec<Value>, Result<(), usize>) {
+    let mut decoder = NdjsonDecoder::default();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        if let Err(e) = decoder.push(chunk, &mut out) {
+            return (out, Err(e.line));
+        }
+    }
+    let done = decoder.finish(&mut out).map_err(|e| e.line);
+    (out, done)
+}
+
+fuzz_target!(|data: &[u8]| {
+    // NDJSON, whole and split in two.
+    let split = data.first().map_or(0, |&b| usize::from(b)) % (data.len() + 1);
+    let (whole, whole_result) = decode(&[data]);
+    let (parts, parts_result) = decode(&[&data[..split], &data[split..]]);
+    assert_eq!(whole_result, parts_result, "chunking changed the outcome");
+    assert_eq!(whole, parts, "chunking changed the records");
+    if let Err(line) = whole_result {
+        let lines = data.iter().filter(|&&b| b == b'\n').count() + 1;
+        assert!(line >= 1 && line <= lines, "line {line} of {lines}");
+    }
+    for r in &whole {
+        if record::check(r).is_ok() {
+            assert!(r.is_object(), "a record that passes is an object: {r}");
+        }
+    }
+
+    // The JSON array form.
+    if let Ok(records) = serde_json::from_slice::<Vec<Value>>(data) {
+        for r in &records {
+            if record::check(r).is_ok() {
+                assert!(r.is_object());
+            }
+        }
+    }
+});
