@@ -276,40 +276,22 @@ async fn upload_records(
             appended += n;
         }
         UploadFormat::Ndjson => {
-            let mut decoder = NdjsonDecoder::default();
-            let mut pending = Vec::new();
-            let mut stream = body.into_data_stream();
-            loop {
-                let chunk = stream.next().await.transpose().map_err(stream_error)?;
-                let before = pending.len();
-                match &chunk {
-                    Some(bytes) => decoder.push(bytes, &mut pending),
-                    None => decoder.finish(&mut pending),
-                }
-                .map_err(|e| ApiError::BadRequest {
-                    detail: format!("line {}: not valid JSON: {}", e.line, e.message),
-                    errors: vec![FieldError::new(
-                        format!("records[{}]", appended as usize + before),
-                        e.message,
-                    )],
-                })?;
-                for (i, r) in pending.iter().enumerate().skip(before) {
-                    record::check(r).map_err(|m| {
-                        ApiError::Validation(vec![FieldError::new(
-                            format!("records[{}]", appended as usize + i),
-                            m,
-                        )])
-                    })?;
-                }
-                if pending.len() >= INSERT_CHUNK || (chunk.is_none() && !pending.is_empty()) {
-                    let records = std::mem::take(&mut pending);
-                    let n = records.len() as i64;
-                    jobs::append_records(&txn, &job, max_records, records, appended).await?;
-                    appended += n;
-                }
-                if chunk.is_none() {
-                    break;
-                }
+            let mut chunks = NdjsonChunks::new(body);
+            let mut ready = chunks.next_chunk().await?;
+            while !ready.is_empty() {
+                let n = ready.len() as i64;
+                let insert = jobs::append_records(
+                    &txn,
+                    &job,
+                    max_records,
+                    std::mem::take(&mut ready),
+                    appended,
+                );
+                // Parse the next chunk while Postgres inserts this one.
+                let (inserted, next) = tokio::join!(insert, chunks.next_chunk());
+                inserted?;
+                appended += n;
+                ready = next?;
             }
         }
     }
@@ -324,6 +306,68 @@ async fn upload_records(
             total,
         }),
     ))
+}
+
+/// An NDJSON body read as chunks of at most [`INSERT_CHUNK`] checked records.
+struct NdjsonChunks {
+    stream: axum::body::BodyDataStream,
+    decoder: NdjsonDecoder,
+    /// Parsed and checked, not handed out yet.
+    pending: Vec<Value>,
+    /// Records handed out so far (record indices in errors count from the body's start).
+    handed_out: usize,
+    ended: bool,
+}
+
+impl NdjsonChunks {
+    fn new(body: Body) -> Self {
+        Self {
+            stream: body.into_data_stream(),
+            decoder: NdjsonDecoder::default(),
+            pending: Vec::new(),
+            handed_out: 0,
+            ended: false,
+        }
+    }
+
+    /// The next chunk; empty once the body is read. A line that is not JSON is a 400, a
+    /// record that breaks a rule a 422, both naming the record's index.
+    async fn next_chunk(&mut self) -> ApiResult<Vec<Value>> {
+        while self.pending.len() < INSERT_CHUNK && !self.ended {
+            let frame = self.stream.next().await.transpose().map_err(stream_error)?;
+            let before = self.pending.len();
+            match &frame {
+                Some(bytes) => self.decoder.push(bytes, &mut self.pending),
+                None => {
+                    self.ended = true;
+                    self.decoder.finish(&mut self.pending)
+                }
+            }
+            .map_err(|e| ApiError::BadRequest {
+                detail: format!("line {}: not valid JSON: {}", e.line, e.message),
+                errors: vec![FieldError::new(
+                    format!("records[{}]", self.handed_out + before),
+                    e.message,
+                )],
+            })?;
+            for (i, r) in self.pending.iter().enumerate().skip(before) {
+                record::check(r).map_err(|m| {
+                    ApiError::Validation(vec![FieldError::new(
+                        format!("records[{}]", self.handed_out + i),
+                        m,
+                    )])
+                })?;
+            }
+        }
+        let rest = if self.pending.len() > INSERT_CHUNK {
+            self.pending.split_off(INSERT_CHUNK)
+        } else {
+            Vec::new()
+        };
+        let chunk = std::mem::replace(&mut self.pending, rest);
+        self.handed_out += chunk.len();
+        Ok(chunk)
+    }
 }
 
 /// A body that failed mid-stream: over the limit (413) or cut off (400).
