@@ -63,6 +63,10 @@ pub struct HttpSettings {
     pub cors_allowed_origins: Vec<String>,
     /// `None`: the api generates one at start-up and prints it once (local use only).
     pub admin_token: Option<SecretString>,
+    /// How long `GET /api/v1/jobs/{id}` serves a job's view from this replica's memory.
+    /// Writes through this replica drop the entry at once; progress made by workers and
+    /// other replicas shows within this long.
+    pub job_view_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +84,10 @@ pub struct AuthSettings {
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     pub concurrency: usize,
+    /// How often the queue worker asks Redis for due batches. Each slot of a job's
+    /// window waits for the next poll after its batch finishes, so this bounds how
+    /// small batches can be before the wait dominates (`docs/performance.md`).
+    pub poll_interval: Duration,
     pub shutdown_grace: Duration,
     /// How often the worker's own row is refreshed.
     pub heartbeat_interval: Duration,
@@ -145,6 +153,7 @@ impl Settings {
                     .map(str::to_owned)
                     .collect(),
                 admin_token: env.optional_secret("ADMIN_TOKEN", 16)?,
+                job_view_ttl: env.duration("JOB_VIEW_CACHE_TTL", "100ms")?,
             },
             auth: AuthSettings {
                 cache_ttl: env.duration("AUTH_CACHE_TTL", "60s")?,
@@ -154,6 +163,7 @@ impl Settings {
             },
             worker: WorkerSettings {
                 concurrency: env.parsed("WORKER_CONCURRENCY", 8, 1..=1024)?,
+                poll_interval: env.duration("WORKER_POLL_INTERVAL", "50ms")?,
                 shutdown_grace: env.duration("WORKER_SHUTDOWN_GRACE", "30s")?,
                 heartbeat_interval: env.duration("WORKER_HEARTBEAT_INTERVAL", "5s")?,
                 batch_heartbeat_interval: env.duration("WORKER_BATCH_HEARTBEAT_INTERVAL", "2s")?,

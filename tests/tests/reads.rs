@@ -1019,3 +1019,69 @@ async fn the_openapi_document_describes_the_read_side() {
         assert!(logs[media].is_object(), "logs 200 lacks {media}");
     }
 }
+
+/// `GET /api/v1/jobs/{id}` is served from a short per-replica cache: what a worker or
+/// another replica changed shows within `JOB_VIEW_CACHE_TTL`, and what the caller changed
+/// through this replica shows at once.
+#[tokio::test]
+async fn a_job_read_is_at_most_a_moment_old_and_never_older_than_the_callers_own_write() {
+    let app = TestApp::spawn_with(|s| {
+        s.http.job_view_ttl = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let job = app
+        .create_job(
+            &key,
+            &json!({"source": {"type": "upload"},
+                    "destination": {"type": "http", "url": "https://example.com/in"}}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let read = |app: &TestApp| {
+        let req = app.tenant(&key, Method::GET, &format!("/api/v1/jobs/{id}"));
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            assert_eq!(
+                res.headers()[header::CONTENT_TYPE].to_str().unwrap(),
+                "application/json"
+            );
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(read(&app).await["name"], job["name"]);
+
+    // A change behind the api's back (as a worker's progress is) shows after the TTL.
+    exec(
+        &app,
+        "UPDATE jobs SET name = 'renamed in the database' WHERE id = $1",
+        vec![id.parse::<Uuid>().unwrap().into()],
+    )
+    .await;
+    assert_eq!(
+        read(&app).await["name"],
+        job["name"],
+        "served from the cache"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(read(&app).await["name"], "renamed in the database");
+
+    // The caller's own write through this api shows at once.
+    let res = app
+        .tenant(&key, Method::POST, &format!("/api/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(read(&app).await["status"], "cancelled");
+
+    // Another tenant still gets a 404, cache or not.
+    let (_, other) = app.tenant_with_key("globex").await;
+    let res = app
+        .tenant(&other, Method::GET, &format!("/api/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, StatusCode::NOT_FOUND, "another tenant's job").await;
+}

@@ -45,10 +45,9 @@ use crate::{
     reconciler::{Reconciler, ReconcilerConfig},
 };
 
-/// How often the worker looks for due tasks. apalis-redis only fetches when woken, and its
-/// interval strategies stall (stack notes §2), so this one always re-arms its timer.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
-
+/// Wakes the queue worker every `WORKER_POLL_INTERVAL` to look for due tasks. apalis-redis
+/// only fetches when woken, and its interval strategies stall (stack notes §2), so this
+/// one always re-arms its timer.
 struct Tick(tokio::time::Interval);
 
 impl Tick {
@@ -238,7 +237,7 @@ fn queue_monitor(engine: &Arc<Engine>, redis: redis::aio::ConnectionManager) -> 
         let storage = RedisStorage::<DeliverBatch>::new(redis.clone())
             .with_config(queue_config(&settings.redis.queue, concurrency));
         WorkerBuilder::new(format!("freight-{}", uuid::Uuid::new_v4()))
-            .backend(storage.poll_with_strategy(Tick::every(POLL_INTERVAL)))
+            .backend(storage.poll_with_strategy(Tick::every(settings.worker.poll_interval)))
             .data(data.clone())
             .concurrency(concurrency)
             .retry(apalis::prelude::RetryPolicy::retries(0))

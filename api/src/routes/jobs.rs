@@ -183,9 +183,27 @@ async fn get_job(
     State(state): State<AppState>,
     auth: AuthTenant,
     ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<JobView>> {
-    let job = jobs::get(&state.db, auth.tenant_id, id).await?;
-    Ok(Json(job_view(&state.db, job).await?))
+) -> ApiResult<Response> {
+    let body = match state.job_views.get(auth.tenant_id, id) {
+        Some(body) => body,
+        None => {
+            let job = jobs::get(&state.db, auth.tenant_id, id).await?;
+            let view = job_view(&state.db, job).await?;
+            let body = bytes::Bytes::from(
+                serde_json::to_vec(&view).map_err(|e| ApiError::Internal(e.to_string()))?,
+            );
+            state.job_views.put(auth.tenant_id, id, body.clone());
+            body
+        }
+    };
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -299,6 +317,7 @@ async fn upload_records(
     jobs::set_total(&txn, job.id, total).await?;
     tenants::enforce_pending_limit(&txn, auth.tenant_id, "records", total).await?;
     txn.commit().await?;
+    state.job_views.forget(auth.tenant_id, id);
     Ok((
         StatusCode::ACCEPTED,
         Json(UploadAccepted {
@@ -397,6 +416,7 @@ async fn start_job(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     jobs::start(&state.db, auth.tenant_id, id).await?;
+    state.job_views.forget(auth.tenant_id, id);
     state.admit(auth.tenant_id).await?;
     let job = jobs::get(&state.db, auth.tenant_id, id).await?;
     Ok((StatusCode::ACCEPTED, Json(job_view(&state.db, job).await?)))
@@ -416,6 +436,7 @@ async fn cancel_job(
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let cancelled =
         freight_core::repo::lifecycle::cancel(&state.db, auth.tenant_id, id, &auth.actor()).await?;
+    state.job_views.forget(auth.tenant_id, id);
     if cancelled.job.status == JobStatus::Cancelled && cancelled.changed {
         freight_core::metrics::job_finished(auth.tenant_id, "cancelled");
         metrics::histogram!(freight_core::metrics::CANCEL_LATENCY).record(0.0);

@@ -57,6 +57,7 @@ async fn retry_job(
     let event = event(&auth, audit::JOB_RETRIED, "job", Some(id));
     let (requeued, dispatch) =
         lifecycle::requeue(&state.db, auth.tenant_id, RequeueScope::Job(id), event).await?;
+    state.job_views.forget(auth.tenant_id, id);
     state.dispatch(&dispatch).await;
     let job = jobs::get(&state.db, auth.tenant_id, id).await?;
     Ok((
@@ -87,6 +88,7 @@ async fn retry_batch(
     let event = event(&auth, audit::BATCH_RETRIED, "batch", Some(id));
     let (requeued, dispatch) =
         lifecycle::requeue(&state.db, auth.tenant_id, RequeueScope::Batch(id), event).await?;
+    state.job_views.forget(auth.tenant_id, batch.job_id);
     if requeued == 0 {
         return Err(ApiError::Conflict(
             "the batch's job is cancelled; nothing to retry".into(),
@@ -140,7 +142,15 @@ async fn requeue_dead_letters(
             )]));
         }
     };
+    let job_id = match &scope {
+        RequeueScope::Job(job_id) => Some(*job_id),
+        _ => None,
+    };
     let (requeued, dispatch) = lifecycle::requeue(&state.db, auth.tenant_id, scope, event).await?;
+    match job_id {
+        Some(job_id) => state.job_views.forget(auth.tenant_id, job_id),
+        None => state.job_views.forget_all(),
+    }
     state.dispatch(&dispatch).await;
     Ok((
         StatusCode::ACCEPTED,

@@ -7,6 +7,9 @@ use uuid::Uuid;
 
 use crate::error::Result;
 
+/// The class (first key) of the advisory locks that serialise a tenant's admissions.
+pub const ADMISSION_LOCK_CLASS: i32 = 0x4652_4144; // "FRAD"
+
 /// Batch states that count against a job's `parallelism` window.
 pub const IN_FLIGHT: &str = "('queued', 'running', 'retry_scheduled')";
 
@@ -37,14 +40,18 @@ pub async fn fill_window(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<
 
 /// Promotes the tenant's oldest queued jobs to `running` while it has fewer than
 /// `max_concurrent_jobs` running (or cancelling), and fills their windows.
-/// Guard: locks the tenant row first, so concurrent admissions for one tenant take turns.
+/// Guard: takes the tenant's admission lock first, so concurrent admissions for one
+/// tenant take turns. It is a transaction-scoped advisory lock, not the tenant row's
+/// lock: a transaction that already holds the row's `KEY SHARE` (any insert that
+/// references the tenant) and then asked for `FOR UPDATE` on it would deadlock with
+/// another doing the same, as the load test found.
 pub async fn admit(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uuid>> {
     // The lock is its own statement: a statement that waited for it would count the
     // tenant's running jobs in a snapshot taken before the wait, and over-admit.
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE",
-        [tenant_id.into()],
+        "SELECT pg_advisory_xact_lock($1, hashtext($2::text))",
+        [ADMISSION_LOCK_CLASS.into(), tenant_id.to_string().into()],
     ))
     .await?;
     let rows = db

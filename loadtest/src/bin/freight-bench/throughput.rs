@@ -33,7 +33,7 @@ pub struct ThroughputArgs {
     /// Records in the job [quick 200000, full 1000000].
     #[arg(long)]
     pub records: Option<u64>,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 5000)]
     pub batch_size: u32,
     #[arg(long, default_value_t = 8)]
     pub parallelism: u32,
@@ -48,7 +48,7 @@ impl Default for ThroughputArgs {
     fn default() -> Self {
         Self {
             records: None,
-            batch_size: 1000,
+            batch_size: 5000,
             parallelism: 8,
             dest: Dest::Both,
             chunk: 50_000,
@@ -525,7 +525,7 @@ pub struct BatchSizesArgs {
     /// Records per run [quick 100000, full 1000000].
     #[arg(long)]
     pub records: Option<u64>,
-    #[arg(long, value_delimiter = ',', default_value = "100,500,1000,5000")]
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000,5000,10000")]
     pub sizes: Vec<u32>,
     #[arg(long, default_value_t = 8)]
     pub parallelism: u32,
@@ -535,7 +535,7 @@ impl Default for BatchSizesArgs {
     fn default() -> Self {
         Self {
             records: None,
-            sizes: vec![100, 500, 1000, 5000],
+            sizes: vec![100, 500, 1000, 5000, 10_000],
             parallelism: 8,
         }
     }
