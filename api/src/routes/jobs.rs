@@ -290,7 +290,8 @@ async fn upload_records(
                 return Err(ApiError::Validation(errors));
             }
             let n = records.len() as i64;
-            jobs::append_records(&txn, &job, max_records, records, 0).await?;
+            let texts = records.iter().map(Value::to_string).collect();
+            jobs::append_records(&txn, &job, max_records, texts, 0).await?;
             appended += n;
         }
         UploadFormat::Ndjson => {
@@ -331,8 +332,8 @@ async fn upload_records(
 struct NdjsonChunks {
     stream: axum::body::BodyDataStream,
     decoder: NdjsonDecoder,
-    /// Parsed and checked, not handed out yet.
-    pending: Vec<Value>,
+    /// Parsed and checked, not handed out yet: each record with its own text.
+    pending: Vec<(Value, String)>,
     /// Records handed out so far (record indices in errors count from the body's start).
     handed_out: usize,
     ended: bool,
@@ -349,17 +350,18 @@ impl NdjsonChunks {
         }
     }
 
-    /// The next chunk; empty once the body is read. A line that is not JSON is a 400, a
-    /// record that breaks a rule a 422, both naming the record's index.
-    async fn next_chunk(&mut self) -> ApiResult<Vec<Value>> {
+    /// The next chunk, as the records' texts (stored as sent, not serialised again);
+    /// empty once the body is read. A line that is not JSON is a 400, a record that
+    /// breaks a rule a 422, both naming the record's index.
+    async fn next_chunk(&mut self) -> ApiResult<Vec<String>> {
         while self.pending.len() < INSERT_CHUNK && !self.ended {
             let frame = self.stream.next().await.transpose().map_err(stream_error)?;
             let before = self.pending.len();
             match &frame {
-                Some(bytes) => self.decoder.push(bytes, &mut self.pending),
+                Some(bytes) => self.decoder.push_with_text(bytes, &mut self.pending),
                 None => {
                     self.ended = true;
-                    self.decoder.finish(&mut self.pending)
+                    self.decoder.finish_with_text(&mut self.pending)
                 }
             }
             .map_err(|e| ApiError::BadRequest {
@@ -369,7 +371,7 @@ impl NdjsonChunks {
                     e.message,
                 )],
             })?;
-            for (i, r) in self.pending.iter().enumerate().skip(before) {
+            for (i, (r, _)) in self.pending.iter().enumerate().skip(before) {
                 record::check(r).map_err(|m| {
                     ApiError::Validation(vec![FieldError::new(
                         format!("records[{}]", self.handed_out + i),
@@ -383,7 +385,10 @@ impl NdjsonChunks {
         } else {
             Vec::new()
         };
-        let chunk = std::mem::replace(&mut self.pending, rest);
+        let chunk: Vec<String> = std::mem::replace(&mut self.pending, rest)
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect();
         self.handed_out += chunk.len();
         Ok(chunk)
     }

@@ -10,6 +10,9 @@ pub struct LineError {
     pub message: String,
 }
 
+/// Receives one raw line and its 1-based number.
+type LineSink<'a> = dyn FnMut(&[u8], usize) -> Result<(), LineError> + 'a;
+
 #[derive(Debug, Default)]
 pub struct NdjsonDecoder {
     buf: Vec<u8>,
@@ -20,40 +23,81 @@ impl NdjsonDecoder {
     /// Parses every complete line in `chunk` (plus what was left over), appending values
     /// to `out`. Stops at the first bad line.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Value>) -> Result<(), LineError> {
+        self.lines(chunk, &mut |raw, line| {
+            if let Some((value, _)) = parse_line(raw, line)? {
+                out.push(value);
+            }
+            Ok(())
+        })
+    }
+
+    /// Parses what is left once the body has ended (a last line without a newline).
+    pub fn finish(&mut self, out: &mut Vec<Value>) -> Result<(), LineError> {
+        self.rest(&mut |raw, line| {
+            if let Some((value, _)) = parse_line(raw, line)? {
+                out.push(value);
+            }
+            Ok(())
+        })
+    }
+
+    /// As [`push`](Self::push), keeping each record's own text beside its value, so that
+    /// it can be stored without being serialised again.
+    pub fn push_with_text(
+        &mut self,
+        chunk: &[u8],
+        out: &mut Vec<(Value, String)>,
+    ) -> Result<(), LineError> {
+        self.lines(chunk, &mut |raw, line| {
+            out.extend(parse_line(raw, line)?);
+            Ok(())
+        })
+    }
+
+    /// As [`finish`](Self::finish), with each record's text.
+    pub fn finish_with_text(&mut self, out: &mut Vec<(Value, String)>) -> Result<(), LineError> {
+        self.rest(&mut |raw, line| {
+            out.extend(parse_line(raw, line)?);
+            Ok(())
+        })
+    }
+
+    /// Hands every complete line of the buffer, with its number, to `each`.
+    fn lines(&mut self, chunk: &[u8], each: &mut LineSink<'_>) -> Result<(), LineError> {
         self.buf.extend_from_slice(chunk);
         let mut start = 0;
         while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
             let end = start + pos;
             self.line += 1;
-            parse_line(&self.buf[start..end], self.line, out)?;
+            each(&self.buf[start..end], self.line)?;
             start = end + 1;
         }
         self.buf.drain(..start);
         Ok(())
     }
 
-    /// Parses the last line if the body did not end with a newline.
-    pub fn finish(&mut self, out: &mut Vec<Value>) -> Result<(), LineError> {
+    /// Hands the last line, if the body did not end with a newline, to `each`.
+    fn rest(&mut self, each: &mut LineSink<'_>) -> Result<(), LineError> {
         if self.buf.is_empty() {
             return Ok(());
         }
         self.line += 1;
         let rest = std::mem::take(&mut self.buf);
-        parse_line(&rest, self.line, out)
+        each(&rest, self.line)
     }
 }
 
-fn parse_line(raw: &[u8], line: usize, out: &mut Vec<Value>) -> Result<(), LineError> {
+/// A blank line is no record (`None`); any other line is one JSON value, returned with
+/// its text (valid UTF-8 once it parsed).
+fn parse_line(raw: &[u8], line: usize) -> Result<Option<(Value, String)>, LineError> {
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     if raw.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
+        return Ok(None);
     }
-    let value = serde_json::from_slice(raw).map_err(|e| LineError {
-        line,
-        message: e.to_string(),
-    })?;
-    out.push(value);
-    Ok(())
+    let error = |message: String| LineError { line, message };
+    let value = serde_json::from_slice(raw).map_err(|e| error(e.to_string()))?;
+    let text = std::str::from_utf8(raw).map_err(|e| error(e.to_string()))?;
+    Ok(Some((value, text.to_owned())))
 }
 
 #[cfg(test)]
@@ -70,6 +114,30 @@ mod tests {
         d.push(b":2}\r\n\n  \n{\"a\":3}", &mut out).unwrap();
         d.finish(&mut out).unwrap();
         assert_eq!(out, [json!({"a":1}), json!({"a":2}), json!({"a":3})]);
+    }
+
+    #[test]
+    fn each_record_keeps_the_text_it_was_sent_as() {
+        let mut d = NdjsonDecoder::default();
+        let mut out = Vec::new();
+        d.push_with_text(
+            b"{\"a\": 1.50, \"n\": 12345678901234567890123}\r\n\n{\"b\"",
+            &mut out,
+        )
+        .unwrap();
+        d.push_with_text(b":\"\xc3\xa9\"}", &mut out).unwrap();
+        d.finish_with_text(&mut out).unwrap();
+        let texts: Vec<&str> = out.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "{\"a\": 1.50, \"n\": 12345678901234567890123}",
+                "{\"b\":\"é\"}"
+            ]
+        );
+        assert_eq!(out[1].0, json!({"b": "é"}));
+        let err = d.push_with_text(b"{\"c\":\n", &mut out).unwrap_err();
+        assert_eq!(err.line, 4, "blank lines count");
     }
 
     #[test]

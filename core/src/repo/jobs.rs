@@ -85,7 +85,7 @@ pub async fn create(
                         tenant_id,
                         job.id,
                         0,
-                        records,
+                        records.iter().map(Value::to_string).collect(),
                         new.record_key.as_deref(),
                     )
                     .await?;
@@ -253,7 +253,7 @@ pub async fn append_records(
     txn: &DatabaseTransaction,
     job: &job::Model,
     max_records: Option<i64>,
-    records: Vec<Value>,
+    records: Vec<String>,
     already_appended: i64,
 ) -> Result<i64> {
     require_awaiting_upload(job, "records can be added")?;
