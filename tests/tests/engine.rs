@@ -433,6 +433,60 @@ async fn losing_every_redis_key_mid_run_loses_no_record() {
     drop(redis_server);
 }
 
+/// Every connection to Freight's database is killed (`pg_terminate_backend`), twice,
+/// while a job runs: the api, the worker and the reconciler reconnect, the batches whose
+/// ledger write was cut off are taken over, and every record ends with exactly one
+/// outcome.
+#[tokio::test]
+async fn killing_every_database_connection_mid_run_loses_no_record() {
+    let app = TestApp::spawn().await;
+    let _worker = app.start_worker().await;
+    let sink = Sink::start(|_| Reply {
+        status: 200,
+        delay: Duration::from_millis(10),
+    })
+    .await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let job = app
+        .create_job(&key, &http_job(&sink.url(), records(800), 20, 4))
+        .await;
+    let (job_id, id) = id_of(&job);
+    let admin = sea_orm::Database::connect(freight_tests::admin_database_url())
+        .await
+        .unwrap();
+    let mut killed = 0;
+    for at in [100, 400] {
+        assert!(wait_until(Duration::from_secs(30), || async { sink.count() >= at }).await);
+        let row = admin
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT count(pg_terminate_backend(pid))::bigint AS n FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                [app.env.db_name.clone().into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        killed += row.try_get::<i64>("", "n").unwrap();
+    }
+    assert!(killed > 0, "connections were killed");
+    let cut_at = Instant::now();
+    let done = app.wait_finished(&key, &id, Duration::from_secs(90)).await;
+    println!(
+        "job finished {:?} after the second cut ({killed} connections killed in all)",
+        cut_at.elapsed()
+    );
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"]["succeeded"], 800);
+    assert_invariants(&app.db, job_id).await;
+    let unique: std::collections::BTreeSet<String> = sink
+        .received()
+        .iter()
+        .map(|r| r.idempotency_key.clone())
+        .collect();
+    assert_eq!(unique.len(), 800, "every record reached the sink");
+}
+
 #[tokio::test]
 async fn a_small_job_is_not_starved_by_a_big_one() {
     let app = TestApp::spawn_with(|s| s.http.body_limit = 64 << 20).await;
