@@ -409,6 +409,13 @@ impl ThrowawayRedis {
             .local_addr()
             .unwrap()
             .port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let child = Self::spawn(port, &url).await;
+        Self { child, url }
+    }
+
+    /// Starts a redis-server on `port` and waits until it answers.
+    async fn spawn(port: u16, url: &str) -> std::process::Child {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -424,9 +431,8 @@ impl ThrowawayRedis {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed (scripts/ensure-services installs it)");
-        let url = format!("redis://127.0.0.1:{port}");
         let up = wait_until(Duration::from_secs(5), || {
-            let url = url.clone();
+            let url = url.to_owned();
             async move {
                 match redis::Client::open(url) {
                     Ok(c) => c.get_multiplexed_async_connection().await.is_ok(),
@@ -436,13 +442,26 @@ impl ThrowawayRedis {
         })
         .await;
         assert!(up, "throwaway redis-server did not start");
-        Self { child, url }
+        child
     }
 
     /// Kills the server now (the test wants Redis gone).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port, empty (it keeps nothing on disk): a
+    /// Redis restart as clients see it.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the url ends with the port");
+        self.child = Self::spawn(port, &self.url).await;
     }
 }
 

@@ -433,6 +433,89 @@ async fn losing_every_redis_key_mid_run_loses_no_record() {
     drop(redis_server);
 }
 
+/// Redis goes away mid-run and comes back empty: meanwhile `/ready` says 503, reads and
+/// new jobs still work (Postgres holds them), and afterwards both jobs finish with every
+/// record accounted for.
+#[tokio::test]
+async fn a_redis_restart_mid_run_loses_no_record() {
+    let mut redis_server = freight_tests::ThrowawayRedis::start().await;
+    let redis_url = redis_server.url.clone();
+    let app = TestApp::spawn_with(|s| {
+        s.redis.url = secrecy::SecretString::from(redis_url.clone());
+        s.redis.response_timeout = Duration::from_millis(500);
+        s.redis.connection_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let _worker = app.start_worker().await;
+    let sink = Sink::start(|_| Reply {
+        status: 200,
+        delay: Duration::from_millis(10),
+    })
+    .await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let first = app
+        .create_job(&key, &http_job(&sink.url(), records(600), 20, 4))
+        .await;
+    assert!(wait_until(Duration::from_secs(30), || async { sink.count() >= 100 }).await);
+
+    redis_server.kill();
+    let down_at = Instant::now();
+    let ready = |app: &TestApp| {
+        let req = app.request(Method::GET, "/ready");
+        async move { req.send().await.unwrap().status() }
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            ready(&app).await == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await,
+        "/ready reports Redis down"
+    );
+    let (_, first_id) = id_of(&first);
+    assert_eq!(
+        app.tenant(&key, Method::GET, &format!("/api/v1/jobs/{first_id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK,
+        "reads do not need Redis"
+    );
+    let second = app
+        .create_job(&key, &http_job(&sink.url(), records(50), 10, 2))
+        .await;
+    // Brief: a worker whose queue connection keeps failing for a minute exits for its
+    // supervisor to restart it, which is not what this test is about.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis_server.restart().await;
+    println!("redis was down for {:?}", down_at.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            ready(&app).await == StatusCode::OK
+        })
+        .await,
+        "/ready recovers without a restart of the api"
+    );
+
+    for (job, total) in [(&first, 600), (&second, 50)] {
+        let (job_id, id) = id_of(job);
+        let done = app.wait_finished(&key, &id, Duration::from_secs(90)).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["progress"]["succeeded"], total);
+        assert_invariants(&app.db, job_id).await;
+    }
+    println!(
+        "both jobs finished {:?} after Redis went down",
+        down_at.elapsed()
+    );
+    let unique: std::collections::BTreeSet<String> = sink
+        .received()
+        .iter()
+        .map(|r| r.idempotency_key.clone())
+        .collect();
+    assert_eq!(unique.len(), 650, "every record reached the sink");
+}
+
 /// Every connection to Freight's database is killed (`pg_terminate_backend`), twice,
 /// while a job runs: the api, the worker and the reconciler reconnect, the batches whose
 /// ledger write was cut off are taken over, and every record ends with exactly one
