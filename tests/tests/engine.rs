@@ -433,6 +433,65 @@ async fn losing_every_redis_key_mid_run_loses_no_record() {
     drop(redis_server);
 }
 
+/// One of three worker processes is SIGKILLed every second and replaced, for as long as
+/// the job runs: every record still ends with exactly one outcome and reaches the
+/// destination.
+#[tokio::test]
+async fn sigkilling_a_worker_every_few_seconds_loses_nothing() {
+    let app = TestApp::spawn().await;
+    let sink = Sink::start(|_| Reply {
+        status: 200,
+        delay: Duration::from_millis(150),
+    })
+    .await;
+    let spawn = || app.spawn_worker_binary(&[("WORKER_CONCURRENCY", "2")]);
+    let mut workers: Vec<std::process::Child> = (0..3).map(|_| spawn()).collect();
+    let (_, key) = app.tenant_with_key("acme").await;
+    let job = app
+        .create_job(&key, &http_job(&sink.url(), records(2000), 20, 6))
+        .await;
+    let (job_id, id) = id_of(&job);
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut next = 0;
+    // Bounded: at most 20 kills, whatever happens.
+    while kills < 20 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let status = app.job(&key, &id).await["status"].clone();
+        if status != "running" && status != "queued" {
+            break;
+        }
+        let victim = &mut workers[next % 3];
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        *victim = spawn();
+        kills += 1;
+        next += 1;
+    }
+    let done = app.wait_finished(&key, &id, Duration::from_secs(120)).await;
+    println!(
+        "{kills} workers SIGKILLed; the job finished {:?} after it started",
+        started.elapsed()
+    );
+    assert!(
+        kills >= 3,
+        "the job ran long enough to see several kills ({kills})"
+    );
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"]["succeeded"], 2000);
+    assert_invariants(&app.db, job_id).await;
+    let keys: std::collections::HashSet<String> = sink
+        .received()
+        .into_iter()
+        .map(|r| r.idempotency_key)
+        .collect();
+    assert_eq!(keys.len(), 2000, "every record reached the destination");
+    for mut w in workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+}
+
 /// Redis goes away mid-run and comes back empty: meanwhile `/ready` says 503, reads and
 /// new jobs still work (Postgres holds them), and afterwards both jobs finish with every
 /// record accounted for.
