@@ -199,16 +199,26 @@ fn from_db(err: sea_orm::DbErr) -> ApiError {
         }
         DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
         | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-            if matches!(
-                e.as_ref(),
-                sea_orm::sqlx::Error::Io(_)
-                    | sea_orm::sqlx::Error::PoolTimedOut
-                    | sea_orm::sqlx::Error::PoolClosed
-            ) =>
+            if unreachable(e) =>
         {
             ApiError::Unavailable("the database is unavailable; retry shortly".into())
         }
         _ => ApiError::Internal(format!("database: {err}")),
+    }
+}
+
+/// The database is down, restarting or out of connections, rather than refusing the
+/// statement: the pool's own failures, and SQLSTATE classes 08 (connection exception) and
+/// 57 (operator intervention: shutdown, restart, "starting up"), and 53300 (too many
+/// connections).
+fn unreachable(e: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error;
+    match e {
+        Error::Io(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed => true,
+        Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57") || code == "53300"
+        }),
+        _ => false,
     }
 }
 

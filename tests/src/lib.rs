@@ -470,3 +470,153 @@ impl Drop for ThrowawayRedis {
         self.kill();
     }
 }
+
+/// A Postgres server of the test's own (`initdb` into a temporary directory, a free port,
+/// trust authentication), for tests that stop and restart Postgres on purpose; never the
+/// shared server. Run as the `postgres` user when the tests run as root (Postgres refuses
+/// root). Stopped and deleted when dropped.
+pub struct ThrowawayPostgres {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    port: u16,
+    pub url: String,
+}
+
+impl ThrowawayPostgres {
+    pub async fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| {
+                versions
+                    .filter_map(|v| v.ok())
+                    .map(|v| v.path().join("bin"))
+                    .filter(|p| p.join("initdb").exists())
+                    .max()
+            })
+            .expect("Postgres server binaries under /usr/lib/postgresql (scripts/ensure-services installs them)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("freight-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pg = Self {
+            url: format!("postgres://postgres@127.0.0.1:{port}/freight"),
+            dir,
+            bin,
+            port,
+        };
+        if is_root() {
+            let ok = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&pg.dir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown the throwaway data directory");
+        }
+        let data = pg.dir.join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+            ],
+        );
+        pg.ctl("start");
+        pg.run(
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "freight",
+            ],
+        );
+        pg
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut cmd = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let out = cmd.args(args).output().expect("run a Postgres tool");
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `pg_ctl start|stop|restart`, waiting until it is done.
+    pub fn ctl(&self, action: &str) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=50",
+            self.port,
+            self.dir.display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                action,
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+                "-m",
+                "fast",
+                "-w",
+            ],
+        );
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let program = self.bin.join("pg_ctl");
+        let mut cmd = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let _ = cmd
+            .args([
+                "stop",
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+            ])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}

@@ -433,6 +433,82 @@ async fn losing_every_redis_key_mid_run_loses_no_record() {
     drop(redis_server);
 }
 
+/// Postgres itself (a server of this test's own) is stopped and started again while a
+/// job runs: `/ready` says 503 meanwhile, the api and the worker reconnect without a
+/// restart, and the job finishes with every record accounted for exactly once.
+#[tokio::test]
+async fn a_postgres_restart_mid_run_loses_no_record() {
+    let pg = freight_tests::ThrowawayPostgres::start().await;
+    let pg_url = pg.url.clone();
+    let app = TestApp::spawn_with(|s| {
+        s.database.url = secrecy::SecretString::from(pg_url.clone());
+        s.database.acquire_timeout = Duration::from_secs(1);
+        s.migrate_on_start = true;
+    })
+    .await;
+    let _worker = app.start_worker().await;
+    let sink = Sink::start(|_| Reply {
+        status: 200,
+        delay: Duration::from_millis(10),
+    })
+    .await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let job = app
+        .create_job(&key, &http_job(&sink.url(), records(600), 20, 4))
+        .await;
+    let (job_id, id) = id_of(&job);
+    assert!(wait_until(Duration::from_secs(30), || async { sink.count() >= 100 }).await);
+
+    pg.ctl("stop");
+    let down_at = Instant::now();
+    let ready = |app: &TestApp| {
+        let req = app.request(Method::GET, "/ready");
+        async move { req.send().await.map(|r| r.status()).ok() }
+    };
+    assert_eq!(ready(&app).await, Some(StatusCode::SERVICE_UNAVAILABLE));
+    let res = app
+        .tenant(&key, Method::GET, &format!("/api/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap();
+    // (Nothing read the job before, so no cached view answers for Postgres.)
+    assert_eq!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a read while Postgres is down is a clear 503, not a 500"
+    );
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["status"], 503, "{problem}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pg.ctl("start");
+    println!("postgres was down for {:?}", down_at.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            ready(&app).await == Some(StatusCode::OK)
+        })
+        .await,
+        "/ready recovers without a restart of the api"
+    );
+
+    let done = app.wait_finished(&key, &id, Duration::from_secs(90)).await;
+    println!(
+        "the job finished {:?} after Postgres went down",
+        down_at.elapsed()
+    );
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"]["succeeded"], 600);
+    let db = sea_orm::Database::connect(pg.url.clone()).await.unwrap();
+    assert_invariants(&db, job_id).await;
+    let keys: std::collections::HashSet<String> = sink
+        .received()
+        .into_iter()
+        .map(|r| r.idempotency_key)
+        .collect();
+    assert_eq!(keys.len(), 600, "every record reached the destination");
+    db.close().await.ok();
+    drop(app);
+}
+
 /// One of three worker processes is SIGKILLed every second and replaced, for as long as
 /// the job runs: every record still ends with exactly one outcome and reaches the
 /// destination.
