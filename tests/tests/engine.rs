@@ -433,6 +433,54 @@ async fn losing_every_redis_key_mid_run_loses_no_record() {
     drop(redis_server);
 }
 
+/// The destination flaps: it answers 503 for 300 ms out of every 600 ms while a job
+/// runs. Records that meet an outage are retried with backoff until it answers; none is
+/// dead-lettered (the policy allows enough attempts), none is lost, none counted twice.
+#[tokio::test]
+async fn a_flapping_destination_is_retried_through() {
+    let app = TestApp::spawn().await;
+    let _worker = app.start_worker().await;
+    let epoch = Instant::now();
+    let sink = Sink::start(move |_| Reply {
+        status: if (epoch.elapsed().as_millis() / 300) % 2 == 1 {
+            503
+        } else {
+            200
+        },
+        delay: Duration::from_millis(5),
+    })
+    .await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let mut body = http_job(&sink.url(), records(400), 20, 4);
+    body["retry"] = json!({"max_attempts": 10, "initial_interval_ms": 100, "multiplier": 1.5,
+                           "max_interval_ms": 500, "jitter": 0.2});
+    let job = app.create_job(&key, &body).await;
+    let (job_id, id) = id_of(&job);
+    let done = app.wait_finished(&key, &id, Duration::from_secs(90)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"]["succeeded"], 400);
+    assert_invariants(&app.db, job_id).await;
+    let received = sink.received();
+    let retried = app
+        .scalar(&format!(
+            "SELECT count(*) FROM record_logs WHERE job_id = '{job_id}' AND status = 'failed'"
+        ))
+        .await;
+    println!(
+        "flapping destination: {} requests for 400 records, {retried} failed attempts retried",
+        received.len()
+    );
+    assert!(retried > 0, "the outages hit some records");
+    assert_eq!(
+        received.len() as i64,
+        400 + retried,
+        "one request per attempt: each record once, plus once per failed attempt"
+    );
+    let keys: std::collections::HashSet<String> =
+        received.into_iter().map(|r| r.idempotency_key).collect();
+    assert_eq!(keys.len(), 400);
+}
+
 /// Postgres itself (a server of this test's own) is stopped and started again while a
 /// job runs: `/ready` says 503 meanwhile, the api and the worker reconnect without a
 /// restart, and the job finishes with every record accounted for exactly once.
