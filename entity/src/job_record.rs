@@ -25,7 +25,8 @@ pub struct Model {
     pub seq: i64,
     pub tenant_id: Uuid,
     pub record_key: Option<String>,
-    #[sea_orm(column_type = "JsonBinary")]
+    /// `json`: the validated text as sent (migration 000005).
+    #[sea_orm(column_type = "Json")]
     pub payload: Json,
     pub status: RecordStatus,
     pub attempts: i32,

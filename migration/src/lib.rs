@@ -9,6 +9,7 @@ mod m20261122_000001_initial;
 mod m20261122_000002_engine;
 mod m20261122_000003_indexes;
 mod m20261122_000004_ledger_costs;
+mod m20261122_000005_payload_as_json;
 mod m20261122_000010_audit;
 mod m20261122_000011_pending_limit;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_engine::Migration),
             Box::new(m20261122_000003_indexes::Migration),
             Box::new(m20261122_000004_ledger_costs::Migration),
+            Box::new(m20261122_000005_payload_as_json::Migration),
             Box::new(m20261122_000010_audit::Migration),
             Box::new(m20261122_000011_pending_limit::Migration),
         ]

@@ -408,7 +408,8 @@ async fn record_key_holds_the_text_of_the_named_field() {
             Some("naïve ✓".to_owned()),
             None,
             None,
-            Some(r#"{"nested": 1}"#.to_owned()),
+            // A non-scalar key is its JSON text as sent.
+            Some(r#"{"nested":1}"#.to_owned()),
         ]
     );
     // Inline jobs extract it the same way.

@@ -12,10 +12,11 @@ pub const INSERT_CHUNK: usize = 5_000;
 /// one statement per chunk. `record_key` names the top-level field whose text becomes the
 /// record's `record_key`.
 ///
-/// Each record travels as its own element of one `text[]` parameter and Postgres parses
-/// each with `jsonb_in`, as `COPY` would. (One `jsonb` array parameter expanded with
-/// `jsonb_array_elements` made Postgres build the whole array before copying each element
-/// out of it.) NDJSON uploads pass each line's own text, so nothing is serialised twice.
+/// Each record travels as its own element of one `text[]` parameter and Postgres checks
+/// each with `json_in` (the column is `json`: see migration 000005), as `COPY` would.
+/// (One `jsonb` array parameter expanded with `jsonb_array_elements` made Postgres build
+/// the whole array before copying each element out of it.) NDJSON uploads pass each
+/// line's own text, so nothing is serialised twice.
 pub async fn insert(
     db: &impl ConnectionTrait,
     tenant_id: Uuid,
@@ -33,7 +34,7 @@ pub async fn insert(
             DbBackend::Postgres,
             "INSERT INTO job_records (job_id, tenant_id, seq, record_key, payload)
              SELECT $1, $2, $3 + r.ord, r.payload ->> $4::text, r.payload
-             FROM (SELECT t::jsonb AS payload, ord FROM unnest($5::text[]) WITH ORDINALITY AS u(t, ord)) AS r",
+             FROM (SELECT t::json AS payload, ord FROM unnest($5::text[]) WITH ORDINALITY AS u(t, ord)) AS r",
             [
                 job_id.into(),
                 tenant_id.into(),

@@ -140,12 +140,14 @@ const LOG_INDEXES: &[&str] = &[
     "CREATE INDEX record_logs_job_record_idx ON record_logs (job_id, record_seq, id)",
 ];
 
+/// The columns of Freight's `job_records` (the payload is `json` since migration 000005:
+/// the baseline pays the same parsing Freight does).
 const RECORDS_COLUMNS: &str = "
     job_id     uuid NOT NULL,
     seq        bigint NOT NULL,
     tenant_id  uuid NOT NULL,
     record_key text,
-    payload    jsonb NOT NULL,
+    payload    json NOT NULL,
     status     text NOT NULL DEFAULT 'pending',
     attempts   integer NOT NULL DEFAULT 0,
     last_error text";
