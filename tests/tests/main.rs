@@ -3,6 +3,7 @@
 mod audit;
 mod auth;
 mod engine;
+mod fairness;
 mod intake_fuzz;
 mod intake_idempotency;
 mod intake_listing;

@@ -67,9 +67,10 @@ pub async fn windows_and_stragglers(
             format!(
                 "SELECT j.id FROM jobs j WHERE j.status = 'running'
                    AND EXISTS (SELECT 1 FROM batches b WHERE b.job_id = j.id AND b.status = 'pending')
-                   AND (SELECT count(*) FROM batches b WHERE b.job_id = j.id AND b.status IN {}) < j.parallelism
+                   AND (SELECT count(*) FROM batches b WHERE b.job_id = j.id AND b.status IN {}) < {}
                  LIMIT $1",
-                windows::IN_FLIGHT
+                windows::IN_FLIGHT,
+                windows::effective_window()
             ),
             [limit.into()],
         ))

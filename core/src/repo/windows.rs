@@ -10,10 +10,37 @@ use crate::error::Result;
 /// The class (first key) of the advisory locks that serialise a tenant's admissions.
 pub const ADMISSION_LOCK_CLASS: i32 = 0x4652_4144; // "FRAD"
 
-/// Batch states that count against a job's `parallelism` window.
+/// Batch states that count against a job's window.
 pub const IN_FLIGHT: &str = "('queued', 'running', 'retry_scheduled')";
 
-/// Queues the next pending batches of a running job until `parallelism` are in flight.
+/// How many times the fleet's delivery slots the in-flight windows of all running jobs
+/// add up to: enough queued behind each running batch that a worker never idles while a
+/// finished batch's ledger commits and its successor is pushed.
+pub const PREFETCH: i64 = 2;
+
+/// A running job's effective window, as SQL over the job's row `j`: its `parallelism`,
+/// but at most its fair share of the fleet. The live workers' slots (their summed
+/// `concurrency`, times [`PREFETCH`]) are shared equally among the tenants that have a
+/// running job, and a tenant's share equally among its running jobs, never below one
+/// batch. So a million-record job cannot fill the one FIFO Redis list with batches that
+/// every other tenant's first batch must then wait behind: a newcomer waits for about
+/// one round of the fleet's slots, whatever the neighbours' `parallelism`. With no live
+/// worker (nothing delivers anyway) the window is the job's `parallelism`.
+pub fn effective_window() -> String {
+    format!(
+        "(SELECT CASE WHEN f.slots = 0 THEN j.parallelism
+        ELSE LEAST(j.parallelism, GREATEST(1, CEIL(f.slots::numeric
+            / GREATEST(f.tenants, 1) / GREATEST(f.tenant_jobs, 1))))::int END
+    FROM (SELECT
+        (SELECT COALESCE(sum(concurrency), 0) * {PREFETCH} FROM workers
+          WHERE stopped_at IS NULL AND last_heartbeat_at > now() - interval '10 seconds') AS slots,
+        (SELECT count(DISTINCT tenant_id) FROM jobs WHERE status = 'running') AS tenants,
+        (SELECT count(*) FROM jobs WHERE status = 'running' AND tenant_id = j.tenant_id) AS tenant_jobs) AS f)"
+    )
+}
+
+/// Queues the next pending batches of a running job until its effective window
+/// ([`effective_window`]) is in flight.
 /// Guard: the caller holds the job's row lock (`FOR UPDATE`), so two finishing batches
 /// cannot both fill the same free slot.
 pub async fn fill_window(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<Uuid>> {
@@ -21,13 +48,14 @@ pub async fn fill_window(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             format!(
-                "WITH job AS (SELECT parallelism FROM jobs WHERE id = $1 AND status = 'running'),
+                "WITH job AS (SELECT {} AS cap FROM jobs j WHERE id = $1 AND status = 'running'),
                  inflight AS (SELECT count(*) AS n FROM batches WHERE job_id = $1 AND status IN {IN_FLIGHT}),
                  next AS (
                      SELECT id FROM batches WHERE job_id = $1 AND status = 'pending' ORDER BY seq
-                     LIMIT GREATEST(COALESCE((SELECT parallelism FROM job), 0) - (SELECT n FROM inflight), 0))
+                     LIMIT GREATEST(COALESCE((SELECT cap FROM job), 0) - (SELECT n FROM inflight), 0))
                  UPDATE batches SET status = 'queued', next_attempt_at = now(), dispatched_at = now(), updated_at = now()
-                 WHERE id IN (SELECT id FROM next) RETURNING id"
+                 WHERE id IN (SELECT id FROM next) RETURNING id",
+                effective_window()
             ),
             [job_id.into()],
         ))
