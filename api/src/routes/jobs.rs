@@ -12,7 +12,7 @@ use freight_core::{
     FieldError,
     domain::{
         job_spec::{CreateJobRequest, request_fingerprint},
-        ndjson::NdjsonDecoder,
+        ndjson::{CheckedLine, NdjsonDecoder},
         record,
     },
     repo::{
@@ -332,8 +332,8 @@ async fn upload_records(
 struct NdjsonChunks {
     stream: axum::body::BodyDataStream,
     decoder: NdjsonDecoder,
-    /// Parsed and checked, not handed out yet: each record with its own text.
-    pending: Vec<(Value, String)>,
+    /// Parsed and checked, not handed out yet: each record's own text.
+    pending: Vec<CheckedLine>,
     /// Records handed out so far (record indices in errors count from the body's start).
     handed_out: usize,
     ended: bool,
@@ -358,10 +358,10 @@ impl NdjsonChunks {
             let frame = self.stream.next().await.transpose().map_err(stream_error)?;
             let before = self.pending.len();
             match &frame {
-                Some(bytes) => self.decoder.push_with_text(bytes, &mut self.pending),
+                Some(bytes) => self.decoder.push_checked(bytes, &mut self.pending),
                 None => {
                     self.ended = true;
-                    self.decoder.finish_with_text(&mut self.pending)
+                    self.decoder.finish_checked(&mut self.pending)
                 }
             }
             .map_err(|e| ApiError::BadRequest {
@@ -371,8 +371,8 @@ impl NdjsonChunks {
                     e.message,
                 )],
             })?;
-            for (i, (r, _)) in self.pending.iter().enumerate().skip(before) {
-                record::check(r).map_err(|m| {
+            for (i, line) in self.pending.iter().enumerate().skip(before) {
+                line.verdict.clone().map_err(|m| {
                     ApiError::Validation(vec![FieldError::new(
                         format!("records[{}]", self.handed_out + i),
                         m,
@@ -387,7 +387,7 @@ impl NdjsonChunks {
         };
         let chunk: Vec<String> = std::mem::replace(&mut self.pending, rest)
             .into_iter()
-            .map(|(_, text)| text)
+            .map(|line| line.text)
             .collect();
         self.handed_out += chunk.len();
         Ok(chunk)

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use super::record;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineError {
     pub line: usize,
@@ -24,9 +26,7 @@ impl NdjsonDecoder {
     /// to `out`. Stops at the first bad line.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Value>) -> Result<(), LineError> {
         self.lines(chunk, &mut |raw, line| {
-            if let Some((value, _)) = parse_line(raw, line)? {
-                out.push(value);
-            }
+            out.extend(parse_line(raw, line)?);
             Ok(())
         })
     }
@@ -34,30 +34,29 @@ impl NdjsonDecoder {
     /// Parses what is left once the body has ended (a last line without a newline).
     pub fn finish(&mut self, out: &mut Vec<Value>) -> Result<(), LineError> {
         self.rest(&mut |raw, line| {
-            if let Some((value, _)) = parse_line(raw, line)? {
-                out.push(value);
-            }
+            out.extend(parse_line(raw, line)?);
             Ok(())
         })
     }
 
-    /// As [`push`](Self::push), keeping each record's own text beside its value, so that
-    /// it can be stored without being serialised again.
-    pub fn push_with_text(
+    /// As [`push`](Self::push) for records that are stored as sent: each line is
+    /// checked as a record ([`record::check_text`]) without being built, and comes back
+    /// as its own text with the rule it breaks, if any.
+    pub fn push_checked(
         &mut self,
         chunk: &[u8],
-        out: &mut Vec<(Value, String)>,
+        out: &mut Vec<CheckedLine>,
     ) -> Result<(), LineError> {
         self.lines(chunk, &mut |raw, line| {
-            out.extend(parse_line(raw, line)?);
+            out.extend(check_line(raw, line)?);
             Ok(())
         })
     }
 
-    /// As [`finish`](Self::finish), with each record's text.
-    pub fn finish_with_text(&mut self, out: &mut Vec<(Value, String)>) -> Result<(), LineError> {
+    /// As [`finish`](Self::finish), for [`push_checked`](Self::push_checked).
+    pub fn finish_checked(&mut self, out: &mut Vec<CheckedLine>) -> Result<(), LineError> {
         self.rest(&mut |raw, line| {
-            out.extend(parse_line(raw, line)?);
+            out.extend(check_line(raw, line)?);
             Ok(())
         })
     }
@@ -87,17 +86,45 @@ impl NdjsonDecoder {
     }
 }
 
-/// A blank line is no record (`None`); any other line is one JSON value, returned with
-/// its text (valid UTF-8 once it parsed).
-fn parse_line(raw: &[u8], line: usize) -> Result<Option<(Value, String)>, LineError> {
+/// One line of JSON, as sent, with the record rule it breaks (if any).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedLine {
+    pub text: String,
+    pub verdict: record::Verdict,
+}
+
+/// The line without its `\r`, or `None` for a blank line (no record).
+fn content(raw: &[u8]) -> Option<&[u8]> {
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-    if raw.iter().all(u8::is_ascii_whitespace) {
+    (!raw.iter().all(u8::is_ascii_whitespace)).then_some(raw)
+}
+
+fn parse_line(raw: &[u8], line: usize) -> Result<Option<Value>, LineError> {
+    content(raw)
+        .map(|raw| serde_json::from_slice(raw).map_err(|e| LineError::at(line, e)))
+        .transpose()
+}
+
+fn check_line(raw: &[u8], line: usize) -> Result<Option<CheckedLine>, LineError> {
+    let Some(raw) = content(raw) else {
         return Ok(None);
+    };
+    let verdict = record::check_text(raw).map_err(|e| LineError::at(line, e))?;
+    // Valid UTF-8 once it parsed; checked again rather than trusted.
+    let text = std::str::from_utf8(raw).map_err(|e| LineError::at(line, e))?;
+    Ok(Some(CheckedLine {
+        text: text.to_owned(),
+        verdict,
+    }))
+}
+
+impl LineError {
+    fn at(line: usize, e: impl std::fmt::Display) -> Self {
+        Self {
+            line,
+            message: e.to_string(),
+        }
     }
-    let error = |message: String| LineError { line, message };
-    let value = serde_json::from_slice(raw).map_err(|e| error(e.to_string()))?;
-    let text = std::str::from_utf8(raw).map_err(|e| error(e.to_string()))?;
-    Ok(Some((value, text.to_owned())))
 }
 
 #[cfg(test)]
@@ -120,24 +147,26 @@ mod tests {
     fn each_record_keeps_the_text_it_was_sent_as() {
         let mut d = NdjsonDecoder::default();
         let mut out = Vec::new();
-        d.push_with_text(
+        d.push_checked(
             b"{\"a\": 1.50, \"n\": 12345678901234567890123}\r\n\n{\"b\"",
             &mut out,
         )
         .unwrap();
-        d.push_with_text(b":\"\xc3\xa9\"}", &mut out).unwrap();
-        d.finish_with_text(&mut out).unwrap();
-        let texts: Vec<&str> = out.iter().map(|(_, t)| t.as_str()).collect();
+        d.push_checked(b":\"\xc3\xa9\"}\n[1]", &mut out).unwrap();
+        d.finish_checked(&mut out).unwrap();
+        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(
             texts,
             [
                 "{\"a\": 1.50, \"n\": 12345678901234567890123}",
-                "{\"b\":\"é\"}"
+                "{\"b\":\"é\"}",
+                "[1]"
             ]
         );
-        assert_eq!(out[1].0, json!({"b": "é"}));
-        let err = d.push_with_text(b"{\"c\":\n", &mut out).unwrap_err();
-        assert_eq!(err.line, 4, "blank lines count");
+        assert_eq!(out[1].verdict, Ok(()));
+        assert!(out[2].verdict.as_ref().unwrap_err().contains("object"));
+        let err = d.push_checked(b"{\"c\":\n", &mut out).unwrap_err();
+        assert_eq!(err.line, 5, "blank lines count");
     }
 
     #[test]
