@@ -16,4 +16,5 @@ mod ops;
 mod reads;
 mod redaction;
 mod retries;
+mod secrets;
 mod worker;
