@@ -1,4 +1,4 @@
-//! `freight`: one binary, four commands. Each arm calls a library entry point; there is
+//! `freight`: one binary, five commands. Each arm calls a library entry point; there is
 //! no logic here beyond parsing the command and the environment.
 
 use std::process::ExitCode;
@@ -34,6 +34,24 @@ enum Command {
     All,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Manage the key destination secrets are encrypted with at rest.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Print a new random key, a value for FREIGHT_SECRET_KEY.
+    GenerateKey,
+    /// Re-encrypt every stored destination with FREIGHT_SECRET_KEY (after a key change,
+    /// or to encrypt secrets stored before a key was set). Safe to run again.
+    Rotate {
+        /// Jobs read and rewritten per statement.
+        #[arg(long, default_value_t = 500)]
+        batch_size: u64,
+    },
 }
 
 #[tokio::main]
@@ -47,11 +65,23 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(&settings.log);
+    if matches!(cli.command, Command::Api | Command::Worker | Command::All) {
+        report_secret_keys(&settings);
+    }
     let result = match cli.command {
         Command::Api => freight_api::run(settings, shutdown::signal()).await,
         Command::Worker => freight_worker::run(settings, shutdown::signal()).await,
         Command::All => all(settings).await,
         Command::Migrate => migrate(settings).await,
+        Command::Secrets {
+            command: SecretsCommand::GenerateKey,
+        } => {
+            println!("{}", freight_core::secrets::generate_key());
+            Ok(())
+        }
+        Command::Secrets {
+            command: SecretsCommand::Rotate { batch_size },
+        } => rotate(settings, batch_size).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,6 +126,46 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
         println!("schema is up to date");
     } else {
         println!("applied: {}", applied.join(", "));
+    }
+    Ok(())
+}
+
+/// One line at start-up saying whether destination secrets are encrypted at rest, and
+/// with which keys (ids only).
+fn report_secret_keys(settings: &Settings) {
+    let keys = &settings.secrets;
+    match keys.current_id() {
+        Some(current) => tracing::info!(
+            current_key = current,
+            old_keys = ?keys.old_ids(),
+            "destination secrets are encrypted at rest"
+        ),
+        None => tracing::warn!(
+            "FREIGHT_SECRET_KEY is not set: destination secrets (header values, URL passwords) are stored in Postgres UNENCRYPTED; set it to encrypt them at rest (docs/operations.md, \"Rotating the secret key\")"
+        ),
+    }
+}
+
+/// `freight secrets rotate`: re-seals every stored destination with the current key.
+async fn rotate(settings: Settings, batch_size: u64) -> anyhow::Result<()> {
+    let Some(current) = settings.secrets.current_id() else {
+        anyhow::bail!("FREIGHT_SECRET_KEY is not set: there is no key to encrypt with");
+    };
+    let db = freight_core::db::connect(&settings.database).await?;
+    let report =
+        freight_core::repo::jobs::reseal_destinations(&db, &settings.secrets, batch_size).await?;
+    println!(
+        "{} of {} jobs re-encrypted with key {current}",
+        report.changed, report.scanned
+    );
+    for (job, why) in &report.failed {
+        eprintln!("job {job} left as it was: {why}");
+    }
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "{} jobs could not be re-encrypted; add the keys named above to FREIGHT_SECRET_KEYS_OLD and run again",
+            report.failed.len()
+        );
     }
     Ok(())
 }

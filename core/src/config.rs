@@ -9,6 +9,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use secrecy::SecretString;
 
+use crate::secrets::Keyring;
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {var}: {message}")]
 pub struct ConfigError {
@@ -34,6 +36,9 @@ pub struct Settings {
     /// `TENANT_MAX_PENDING_RECORDS`: the `max_pending_records` a new tenant gets when the
     /// operator does not say; unset, none (no limit).
     pub tenant_max_pending_records: Option<i64>,
+    /// `FREIGHT_SECRET_KEY` and `FREIGHT_SECRET_KEYS_OLD`: the keys destination secrets
+    /// are sealed with at rest. Unset, disabled: secrets are stored as given.
+    pub secrets: Keyring,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +203,11 @@ impl Settings {
                 None => None,
                 Some(_) => Some(env.parsed("TENANT_MAX_PENDING_RECORDS", 1, 1..=i64::MAX)?),
             },
+            secrets: Keyring::from_settings(
+                env.get(crate::secrets::KEY_VAR).as_deref(),
+                env.get(crate::secrets::OLD_KEYS_VAR).as_deref(),
+            )
+            .map_err(|e| env.invalid(e.var, e.message))?,
         })
     }
 }
@@ -363,6 +373,14 @@ mod tests {
         assert_eq!(s.tenant_max_pending_records, None);
         let s = settings(&[("TENANT_MAX_PENDING_RECORDS", "1000000")]).unwrap();
         assert_eq!(s.tenant_max_pending_records, Some(1_000_000));
+        assert!(!s.secrets.is_enabled());
+        let key = crate::secrets::generate_key();
+        let s = settings(&[("FREIGHT_SECRET_KEY", &key)]).unwrap();
+        assert!(s.secrets.is_enabled());
+        assert!(
+            !format!("{s:?}").contains(&key),
+            "Debug never shows the key"
+        );
     }
 
     #[test]
@@ -377,6 +395,8 @@ mod tests {
             ("ADMIN_TOKEN", "short"),
             ("TENANT_MAX_PENDING_RECORDS", "0"),
             ("TENANT_MAX_PENDING_RECORDS", "lots"),
+            ("FREIGHT_SECRET_KEY", "not-base64!"),
+            ("FREIGHT_SECRET_KEY", "dG9vIHNob3J0"),
         ] {
             let err = settings(&[(var, val)]).unwrap_err();
             assert_eq!(err.var, var);

@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod queue;
 pub mod repo;
+pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 

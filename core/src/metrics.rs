@@ -21,6 +21,8 @@ pub const JOBS_FINISHED: &str = "freight_jobs_finished_total";
 pub const RECORDS: &str = "freight_records_total";
 pub const BATCH_DURATION: &str = "freight_batch_duration_seconds";
 pub const BATCH_RETRIES: &str = "freight_batch_retries_total";
+/// Batches put off because this worker lacks the key their destination is sealed with.
+pub const BATCHES_DEFERRED: &str = "freight_batches_deferred_total";
 pub const DEAD_LETTERS: &str = "freight_dead_letters_total";
 pub const QUEUE_DEPTH: &str = "freight_queue_depth";
 pub const WORKERS: &str = "freight_workers";

@@ -202,6 +202,7 @@ impl TestApp {
             .env("REDIS_URL", crate::redis_url())
             .env("REDIS_QUEUE", &self.env.db_name)
             .env("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", "true")
+            .env("FREIGHT_SECRET_KEY", crate::SECRET_KEY)
             .env("MIGRATE_ON_START", "false")
             .env("DATABASE_MAX_CONNECTIONS", "4")
             .env("WORKER_BATCH_HEARTBEAT_INTERVAL", "500ms")

@@ -28,6 +28,15 @@ use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-operator-token-0123456789";
 
+/// The `FREIGHT_SECRET_KEY` of every test app and worker (in-process or binary), so the
+/// whole suite runs with destination secrets encrypted at rest, as production should.
+pub const SECRET_KEY: &str = "87pKJHcK5phm5YSKTUCR7ASuKsfHwQchUhaftpUOUek=";
+
+/// A keyring of base64 keys, the first current, the rest old.
+pub fn keyring(keys: &[&str]) -> freight_core::secrets::Keyring {
+    freight_core::secrets::Keyring::from_keys(keys[0], &keys[1..]).expect("valid test keys")
+}
+
 pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -148,6 +157,7 @@ impl TestEnv {
         settings.http.admin_token = Some(SecretString::from(ADMIN_TOKEN));
         settings.allow_private_destinations = true;
         settings.migrate_on_start = false;
+        settings.secrets = keyring(&[SECRET_KEY]);
         Self { db_name, settings }
     }
 }

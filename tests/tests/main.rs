@@ -17,4 +17,5 @@ mod ops;
 mod reads;
 mod redaction;
 mod retries;
+mod secrets;
 mod worker;

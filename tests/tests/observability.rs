@@ -423,6 +423,13 @@ async fn logs_are_structured_and_hold_no_secret() {
     let _ = child.wait();
     let text = std::fs::read_to_string(&log_path).unwrap();
     let _ = std::fs::remove_file(&log_path);
+    // Run without FREIGHT_SECRET_KEY, `freight all` says once that secrets are stored
+    // unencrypted.
+    assert_eq!(
+        text.matches("FREIGHT_SECRET_KEY is not set").count(),
+        1,
+        "{text}"
+    );
     let key_secret = key.rsplit('_').next().unwrap();
     for secret in [admin, key_secret, header_secret, url_secret] {
         assert!(

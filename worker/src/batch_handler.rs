@@ -10,6 +10,7 @@ use freight_core::{
     dispatch::DeliverBatch,
     domain::{destination::Destination, retry_policy::RetryPolicy},
     repo::{batches, ledger},
+    secrets::OpenError,
 };
 use rand::Rng;
 use tracing::Instrument;
@@ -70,7 +71,26 @@ impl Engine {
         let policy: RetryPolicy =
             serde_json::from_value(batch.retry_policy.clone()).unwrap_or_default();
         let records = batches::pending_records(&self.db, &batch).await?;
-        let results = match serde_json::from_value::<Destination>(batch.destination.clone()) {
+        let destination = serde_json::from_value::<Destination>(batch.destination.clone())
+            .map_err(|e| Outcome::Permanent(format!("the job's destination cannot be read: {e}")))
+            .and_then(|stored| {
+                self.settings
+                    .secrets
+                    .open_destination(batch.tenant_id, &stored)
+                    .map_err(|e| match e {
+                        // The operator's to fix (configure the key): wait, do not fail.
+                        OpenError::UnknownKey { ref key_id } => {
+                            tracing::error!(key_id = %key_id, error = %e, "cannot open the job's destination secrets; the batch waits for a worker holding the key");
+                            metrics::counter!(freight_core::metrics::BATCHES_DEFERRED).increment(1);
+                            Outcome::Deferred(e.to_string())
+                        }
+                        _ => {
+                            tracing::error!(error = %e, "the job's destination secrets do not open");
+                            Outcome::Permanent(e.to_string())
+                        }
+                    })
+            });
+        let results = match destination {
             Ok(destination) => {
                 let to_deliver: Vec<RecordToDeliver> = records
                     .iter()
@@ -84,13 +104,11 @@ impl Engine {
                     .deliver(batch.job_id, &to_deliver, &running.token)
                     .await
             }
-            Err(e) => records
+            Err(outcome) => records
                 .iter()
                 .map(|r| freight_core::destinations::RecordResult {
                     seq: r.seq,
-                    outcome: Outcome::Permanent(format!(
-                        "the job's destination cannot be read: {e}"
-                    )),
+                    outcome: outcome.clone(),
                     duration_ms: 0,
                 })
                 .collect(),

@@ -94,14 +94,22 @@ async fn create_job(
         .await
         .map_err(|m| ApiError::Validation(vec![FieldError::new("destination.url", m)]))?;
     let idempotency = idempotency_key.map(|key| Idempotency { key, fingerprint });
-    let (status, job) =
-        match jobs::create(&state.db, auth.tenant_id, new, idempotency, &auth.actor()).await? {
-            Created::New(job) => {
-                freight_core::metrics::job_created(auth.tenant_id);
-                (StatusCode::CREATED, job)
-            }
-            Created::Existing(job) => (StatusCode::OK, job),
-        };
+    let (status, job) = match jobs::create(
+        &state.db,
+        auth.tenant_id,
+        new,
+        idempotency,
+        &auth.actor(),
+        &state.settings.secrets,
+    )
+    .await?
+    {
+        Created::New(job) => {
+            freight_core::metrics::job_created(auth.tenant_id);
+            (StatusCode::CREATED, job)
+        }
+        Created::Existing(job) => (StatusCode::OK, job),
+    };
     let job = if job.status == JobStatus::Queued {
         state.admit(auth.tenant_id).await?;
         jobs::get(&state.db, auth.tenant_id, job.id).await?

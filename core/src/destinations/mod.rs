@@ -37,6 +37,11 @@ pub enum Outcome {
     Permanent(String),
     /// Not attempted because the batch was cancelled.
     NotAttempted,
+    /// Not attempted because this worker cannot deliver for now through no fault of the
+    /// record or the destination (it lacks the key the destination's secrets are sealed
+    /// with). Not counted as an attempt, so it never dead-letters: the batch waits with
+    /// backoff until a worker that can deliver takes it.
+    Deferred(String),
 }
 
 #[derive(Debug, Clone)]

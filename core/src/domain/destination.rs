@@ -1,6 +1,7 @@
 //! Destinations: where a job's records go, as validated from a request and stored on the
-//! job. The stored form keeps secrets (header values, URL passwords); responses only ever
-//! see [`Destination::redacted`].
+//! job. The stored form keeps secrets (header values, URL passwords), sealed when the
+//! operator configured a key ([`crate::secrets`]); responses only ever see
+//! [`Destination::redacted`].
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
@@ -9,7 +10,7 @@ use url::Url;
 use utoipa::ToSchema;
 
 use super::ssrf;
-use crate::error::Problems;
+use crate::{error::Problems, secrets};
 
 pub const REDACTED: &str = "[redacted]";
 /// What a URL password becomes (brackets would be percent-encoded inside a URL).
@@ -92,6 +93,30 @@ pub const DEFAULT_HTTP_TIMEOUT_MS: u64 = 10_000;
 
 impl DestinationInput {
     pub fn validate(&self, problems: &mut Problems) -> Option<Destination> {
+        let destination = self.validate_kind(problems)?;
+        // A tenant must not pass off a sealed value (from a leaked dump, say) as its own
+        // secret: the worker would open it and send the plaintext to the tenant's URL.
+        let _ = destination.map_secrets(|field, value| {
+            if secrets::is_sealed(value) {
+                let field = if field.starts_with("url.") {
+                    "url"
+                } else {
+                    field
+                };
+                problems.push(
+                    format!("destination.{field}"),
+                    format!(
+                        "must not start with `{}`, which marks values Freight encrypted",
+                        secrets::PREFIX
+                    ),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(value.to_owned())
+        });
+        Some(destination)
+    }
+
+    fn validate_kind(&self, problems: &mut Problems) -> Option<Destination> {
         match self.kind.as_deref() {
             None => {
                 problems.push("destination.type", "is required: `http` or `postgres`");
@@ -291,6 +316,29 @@ impl Destination {
         serde_json::to_value(copy).expect("a destination always serialises")
     }
 
+    /// Rewrites every secret the destination holds through `f`, which gets the field's
+    /// name (`headers.Authorization`, `url.password`, `url.query.password`) and value:
+    /// header values, the URL's password and its secret-named query parameters, exactly
+    /// what [`Destination::redacted`] hides. Sealing, opening and rotation all go through
+    /// here, so what responses redact is what is stored sealed. A URL whose secrets `f`
+    /// leaves unchanged is kept byte for byte.
+    pub fn map_secrets<E>(
+        &self,
+        mut f: impl FnMut(&str, &str) -> Result<String, E>,
+    ) -> Result<Destination, E> {
+        let mut copy = self.clone();
+        match &mut copy {
+            Destination::Http(h) => {
+                h.url = map_url_secrets(&h.url, &mut f)?;
+                for (name, value) in h.headers.iter_mut() {
+                    *value = f(&format!("headers.{name}"), value)?;
+                }
+            }
+            Destination::Postgres(p) => p.url = map_url_secrets(&p.url, &mut f)?,
+        }
+        Ok(copy)
+    }
+
     /// Refuses destinations whose host is, or resolves to, a loopback, private,
     /// link-local or metadata address. A name that does not resolve now is let through:
     /// delivery checks every address again at connect time.
@@ -363,6 +411,52 @@ pub fn redact_url(raw: &str) -> String {
         url.query_pairs_mut().clear().extend_pairs(pairs);
     }
     url.to_string()
+}
+
+/// [`Destination::map_secrets`] for one URL.
+fn map_url_secrets<E>(
+    raw: &str,
+    f: &mut impl FnMut(&str, &str) -> Result<String, E>,
+) -> Result<String, E> {
+    // Stored URLs were validated, so they parse; anything else holds nothing to map.
+    let Ok(mut url) = Url::parse(raw) else {
+        return Ok(raw.to_owned());
+    };
+    let mut changed = false;
+    if let Some(password) = url.password() {
+        // Decoded, so that a sealed value (whose `:` the URL escapes) reads back as written.
+        let current = percent_encoding::percent_decode_str(password)
+            .decode_utf8_lossy()
+            .into_owned();
+        let new = f("url.password", &current)?;
+        if new != current {
+            let _ = url.set_password(Some(&new));
+            changed = true;
+        }
+    }
+    if url.query().is_some() {
+        let mut any = false;
+        let mut pairs = Vec::new();
+        for (name, value) in url.query_pairs().into_owned() {
+            let value = if is_secret_param(&name) {
+                let new = f(&format!("url.query.{name}"), &value)?;
+                any |= new != value;
+                new
+            } else {
+                value
+            };
+            pairs.push((name, value));
+        }
+        if any {
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+            changed = true;
+        }
+    }
+    Ok(if changed {
+        url.to_string()
+    } else {
+        raw.to_owned()
+    })
 }
 
 fn is_secret_param(name: &str) -> bool {

@@ -18,6 +18,7 @@ use super::{
 use crate::{
     domain::job_spec::{NewJob, SourceKind},
     error::{Error, Result},
+    secrets::Keyring,
 };
 
 /// How long an `Idempotency-Key` keeps returning the job it created.
@@ -41,6 +42,9 @@ pub enum Created {
 /// one transaction, which ends by checking the tenant's `max_pending_records` under the
 /// tenant row's lock ([`tenants::enforce_pending_limit`]).
 ///
+/// The destination's secrets are sealed with `keyring`'s current key before they are
+/// written (stored as given when it is disabled).
+///
 /// With an idempotency key: the same key and body within 24 h returns the original job;
 /// the same key with another body is a validation error. Two concurrent requests with one
 /// key race on the unique index; the loser retries once and finds the winner's job.
@@ -50,7 +54,9 @@ pub async fn create(
     mut new: NewJob,
     idempotency: Option<Idempotency>,
     actor: &Actor,
+    keyring: &Keyring,
 ) -> Result<Created> {
+    new.destination = keyring.seal_destination(tenant_id, &new.destination);
     for attempt in 0..2 {
         let txn = db.begin().await?;
         if let Some(idem) = &idempotency
@@ -314,4 +320,83 @@ pub async fn start(db: &DatabaseConnection, tenant_id: Uuid, job_id: Uuid) -> Re
     let job = active.update(&txn).await?;
     txn.commit().await?;
     Ok(job)
+}
+
+/// What [`reseal_destinations`] did.
+#[derive(Debug, Default)]
+pub struct Resealed {
+    /// Jobs read.
+    pub scanned: u64,
+    /// Jobs whose stored destination was rewritten.
+    pub changed: u64,
+    /// Jobs left as they were because a secret would not open: `(job id, why)`. The
+    /// reason names a key id or a field, never a value.
+    pub failed: Vec<(Uuid, String)>,
+}
+
+/// Re-seals every job's destination secrets with `keyring`'s current key (`freight secrets
+/// rotate`), `batch_size` jobs at a time: values sealed with an old key, and plaintext
+/// stored before a key was configured. Values already sealed with the current key are
+/// left alone, so a second run changes nothing. A row is only rewritten if it still holds
+/// what was read (nothing else changes a stored destination, but the check is free).
+pub async fn reseal_destinations(
+    db: &DatabaseConnection,
+    keyring: &Keyring,
+    batch_size: u64,
+) -> Result<Resealed> {
+    if !keyring.is_enabled() {
+        return Err(Error::Internal(
+            "FREIGHT_SECRET_KEY is not set: there is no key to seal with".into(),
+        ));
+    }
+    let mut report = Resealed::default();
+    let mut after = Uuid::nil();
+    loop {
+        let rows = db
+            .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT id, tenant_id, destination::text AS raw FROM jobs WHERE id > $1 ORDER BY id LIMIT $2",
+                [after.into(), (batch_size.max(1) as i64).into()],
+            ))
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.try_get("", "id")?;
+        let (mut ids, mut olds, mut news) = (Vec::new(), Vec::new(), Vec::new());
+        for row in &rows {
+            report.scanned += 1;
+            let id: Uuid = row.try_get("", "id")?;
+            let tenant_id: Uuid = row.try_get("", "tenant_id")?;
+            let raw: String = row.try_get("", "raw")?;
+            let resealed = serde_json::from_str::<crate::domain::destination::Destination>(&raw)
+                .map_err(|e| format!("the stored destination cannot be read: {e}"))
+                .and_then(|d| {
+                    keyring
+                        .reseal_destination(tenant_id, &d)
+                        .map(|new| (d, new))
+                        .map_err(|e| e.to_string())
+                });
+            match resealed {
+                Ok((old, new)) if old != new => {
+                    ids.push(id);
+                    olds.push(raw);
+                    news.push(serde_json::to_string(&new).expect("serialisable"));
+                }
+                Ok(_) => {}
+                Err(why) => report.failed.push((id, why)),
+            }
+        }
+        if !ids.is_empty() {
+            let result = db
+                .execute_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    "UPDATE jobs j SET destination = u.new::json
+                     FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, old, new)
+                     WHERE j.id = u.id AND j.destination::text = u.old",
+                    [ids.into(), olds.into(), news.into()],
+                ))
+                .await?;
+            report.changed += result.rows_affected();
+        }
+    }
+    Ok(report)
 }

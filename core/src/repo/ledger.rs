@@ -197,6 +197,7 @@ impl Attempt<'_> {
         let mut out = Recorded::default();
         let mut retry_attempt = 0;
         let mut requeue_now = false;
+        let mut deferred = false;
         for r in self.results {
             match &r.outcome {
                 Outcome::Succeeded => {
@@ -226,7 +227,7 @@ impl Attempt<'_> {
                     out.retrying += 1;
                     retry_attempt = retry_attempt.max(r.attempt);
                 }
-                Outcome::NotAttempted if cancelling => {
+                Outcome::NotAttempted | Outcome::Deferred(_) if cancelling => {
                     // Never tried: logged under the attempts it had before this one.
                     let before = AttemptResult {
                         attempt: r.attempt - 1,
@@ -246,14 +247,24 @@ impl Attempt<'_> {
                     out.retrying += 1;
                     requeue_now = true;
                 }
+                Outcome::Deferred(e) => {
+                    // Not an attempt either (no log row, attempts unchanged), so no
+                    // number of these dead-letters a record; the error shows why it waits.
+                    rows.record(r.seq, "pending", r.attempt - 1, Some(e.clone()));
+                    out.retrying += 1;
+                    deferred = true;
+                }
             }
         }
         let last_error = self.results.iter().rev().find_map(|r| match &r.outcome {
-            Outcome::Transient(e) | Outcome::Permanent(e) => Some(e.clone()),
+            Outcome::Transient(e) | Outcome::Permanent(e) | Outcome::Deferred(e) => Some(e.clone()),
             _ => None,
         });
         let (status, retry_at) = if out.retrying > 0 {
-            let delay = if requeue_now && retry_attempt == 0 {
+            let delay = if deferred {
+                // Backs off on the batch's own claims, which keep counting while it waits.
+                policy.delay_for(batch.attempts.clamp(1, 64) as u32, self.jitter_unit)
+            } else if requeue_now && retry_attempt == 0 {
                 std::time::Duration::ZERO
             } else {
                 policy.delay_for(retry_attempt.max(1) as u32, self.jitter_unit)
