@@ -436,3 +436,39 @@ async fn record_key_holds_the_text_of_the_named_field() {
         ]
     );
 }
+
+#[tokio::test]
+async fn ndjson_records_are_stored_as_sent_with_the_key_postgres_would_extract() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let job = app.create_job(&key, &upload_job(10, Some("k"))).await;
+    let id = job["id"].as_str().unwrap();
+    // Lines whose text COPY's format would misread unescaped (tabs, backslashes, a CR
+    // inside the line) and keys whose text is not their value's serialisation.
+    let lines = [
+        "{\"k\":\t\"tab\\tand\\\\backslash\",\t\"n\": 1}",
+        r#"{"k": 1.50, "s": "\u00e9\n"}"#,
+        r#"{"k": 1, "k": "last wins"}"#,
+        "{\"k\": {\"a\" :\r [1, 2]}}",
+        r#"{"k": null, "x": "\\N"}"#,
+        r#"{"x": "\\."}"#,
+    ];
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(upload_ok(&app, &key, id, NDJSON, body).await, (6, 6));
+    let stored = rows(
+        &app,
+        &format!(
+            "SELECT payload::text AS text, record_key, payload ->> 'k' AS pg_key \
+             FROM job_records WHERE job_id = '{id}' ORDER BY seq"
+        ),
+    )
+    .await;
+    for (row, sent) in stored.iter().zip(lines) {
+        let text: String = row.try_get("", "text").unwrap();
+        assert_eq!(text, sent, "the payload is the line as sent");
+        let ours: Option<String> = row.try_get("", "record_key").unwrap();
+        let pg: Option<String> = row.try_get("", "pg_key").unwrap();
+        assert_eq!(ours, pg, "record_key of {sent}");
+    }
+    assert_eq!(stored.len(), lines.len());
+}

@@ -15,16 +15,17 @@ use freight_core::{
         ndjson::{CheckedLine, NdjsonDecoder},
         record,
     },
+    pg_txn::PgTxn,
     repo::{
         batches,
         jobs::{self, Created, Idempotency},
         page::PageRequest,
-        records::INSERT_CHUNK,
+        records::{INSERT_CHUNK, Staged},
         tenants,
     },
 };
-use futures::StreamExt;
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use futures::{StreamExt, stream::BoxStream};
+use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -271,14 +272,12 @@ async fn upload_records(
             ),
         )));
     }
-    let txn = state.db.begin().await?;
-    let job = jobs::lock(&txn, auth.tenant_id, id).await?;
-    if job.status != JobStatus::AwaitingUpload {
-        // Checked before reading the body, so a wrong call fails fast.
-        jobs::append_records(&txn, &job, max_records, Vec::new(), 0).await?;
-    }
-    let mut appended = 0i64;
-    match format {
+    // The job unlocked: a job that takes no uploads fails fast, before the body is read,
+    // and its `record_key` never changes. The locked read below is the one that counts.
+    let unlocked = jobs::get(&state.db, auth.tenant_id, id).await?;
+    jobs::require_awaiting_upload(&unlocked, "records can be added")?;
+    let key = unlocked.record_key;
+    let chunks = match format {
         UploadFormat::JsonArray => {
             let bytes = axum::body::to_bytes(body, usize::MAX)
                 .await
@@ -297,32 +296,18 @@ async fn upload_records(
             if !errors.is_empty() {
                 return Err(ApiError::Validation(errors));
             }
-            let n = records.len() as i64;
-            let texts = records.iter().map(Value::to_string).collect();
-            jobs::append_records(&txn, &job, max_records, texts, 0).await?;
-            appended += n;
+            let staged = records
+                .iter()
+                .map(|r| Staged::of(r, key.as_deref()))
+                .collect();
+            futures::stream::iter([Ok(staged)]).boxed()
         }
-        UploadFormat::Ndjson => {
-            let mut chunks = NdjsonChunks::new(body);
-            let mut ready = chunks.next_chunk().await?;
-            while !ready.is_empty() {
-                let n = ready.len() as i64;
-                let insert = jobs::append_records(
-                    &txn,
-                    &job,
-                    max_records,
-                    std::mem::take(&mut ready),
-                    appended,
-                );
-                // Parse the next chunk while Postgres inserts this one.
-                let (inserted, next) = tokio::join!(insert, chunks.next_chunk());
-                inserted?;
-                appended += n;
-                ready = next?;
-            }
-        }
-    }
-    let total = job.total_records + appended;
+        UploadFormat::Ndjson => parse_ahead(body, key),
+    };
+    let txn = PgTxn::begin(&state.db).await?;
+    let job = jobs::lock(&txn, auth.tenant_id, id).await?;
+    let total = jobs::append_records(&txn, &job, max_records, chunks).await?;
+    let appended = total - job.total_records;
     jobs::set_total(&txn, job.id, total).await?;
     tenants::enforce_pending_limit(&txn, auth.tenant_id, "records", total).await?;
     txn.commit().await?;
@@ -336,6 +321,37 @@ async fn upload_records(
     ))
 }
 
+/// Chunks of parsed records an upload may hold ahead of what Postgres has taken: about
+/// 80,000 records (some 20 MiB). Parsing starts before the job's lock is granted, so an
+/// upload waiting behind another to the same job parses meanwhile, and once granted it
+/// streams into `COPY` as fast as Postgres takes it.
+const PARSE_AHEAD: usize = 16;
+
+/// Reads and checks an NDJSON body in a task of its own, up to [`PARSE_AHEAD`] chunks
+/// ahead of the returned stream. The task ends at the body's end, at its first error
+/// (the stream's last item), or when the stream is dropped.
+fn parse_ahead(body: Body, key: Option<String>) -> BoxStream<'static, ApiResult<Vec<Staged>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(PARSE_AHEAD);
+    tokio::spawn(async move {
+        let mut chunks = NdjsonChunks::new(body, key);
+        loop {
+            let next = chunks.next_chunk().await;
+            let last = match &next {
+                Ok(chunk) if chunk.is_empty() => break,
+                Ok(_) => false,
+                Err(_) => true,
+            };
+            if tx.send(next).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
+}
+
 /// An NDJSON body read as chunks of at most [`INSERT_CHUNK`] checked records.
 struct NdjsonChunks {
     stream: axum::body::BodyDataStream,
@@ -345,31 +361,38 @@ struct NdjsonChunks {
     /// Records handed out so far (record indices in errors count from the body's start).
     handed_out: usize,
     ended: bool,
+    /// The job's `record_key` field.
+    key: Option<String>,
 }
 
 impl NdjsonChunks {
-    fn new(body: Body) -> Self {
+    fn new(body: Body, key: Option<String>) -> Self {
         Self {
             stream: body.into_data_stream(),
             decoder: NdjsonDecoder::default(),
             pending: Vec::new(),
             handed_out: 0,
             ended: false,
+            key,
         }
     }
 
     /// The next chunk, as the records' texts (stored as sent, not serialised again);
     /// empty once the body is read. A line that is not JSON is a 400, a record that
     /// breaks a rule a 422, both naming the record's index.
-    async fn next_chunk(&mut self) -> ApiResult<Vec<String>> {
+    async fn next_chunk(&mut self) -> ApiResult<Vec<Staged>> {
         while self.pending.len() < INSERT_CHUNK && !self.ended {
             let frame = self.stream.next().await.transpose().map_err(stream_error)?;
             let before = self.pending.len();
             match &frame {
-                Some(bytes) => self.decoder.push_checked(bytes, &mut self.pending),
+                Some(bytes) => {
+                    self.decoder
+                        .push_checked(bytes, self.key.as_deref(), &mut self.pending)
+                }
                 None => {
                     self.ended = true;
-                    self.decoder.finish_checked(&mut self.pending)
+                    self.decoder
+                        .finish_checked(self.key.as_deref(), &mut self.pending)
                 }
             }
             .map_err(|e| ApiError::BadRequest {
@@ -393,9 +416,12 @@ impl NdjsonChunks {
         } else {
             Vec::new()
         };
-        let chunk: Vec<String> = std::mem::replace(&mut self.pending, rest)
+        let chunk: Vec<Staged> = std::mem::replace(&mut self.pending, rest)
             .into_iter()
-            .map(|line| line.text)
+            .map(|line| Staged {
+                text: line.text,
+                key: line.key,
+            })
             .collect();
         self.handed_out += chunk.len();
         Ok(chunk)

@@ -41,22 +41,28 @@ impl NdjsonDecoder {
 
     /// As [`push`](Self::push) for records that are stored as sent: each line is
     /// checked as a record ([`record::check_text`]) without being built, and comes back
-    /// as its own text with the rule it breaks, if any.
+    /// as its own text with the rule it breaks, if any, and its `record_key` when `key`
+    /// names the field.
     pub fn push_checked(
         &mut self,
         chunk: &[u8],
+        key: Option<&str>,
         out: &mut Vec<CheckedLine>,
     ) -> Result<(), LineError> {
         self.lines(chunk, &mut |raw, line| {
-            out.extend(check_line(raw, line)?);
+            out.extend(check_line(raw, line, key)?);
             Ok(())
         })
     }
 
     /// As [`finish`](Self::finish), for [`push_checked`](Self::push_checked).
-    pub fn finish_checked(&mut self, out: &mut Vec<CheckedLine>) -> Result<(), LineError> {
+    pub fn finish_checked(
+        &mut self,
+        key: Option<&str>,
+        out: &mut Vec<CheckedLine>,
+    ) -> Result<(), LineError> {
         self.rest(&mut |raw, line| {
-            out.extend(check_line(raw, line)?);
+            out.extend(check_line(raw, line, key)?);
             Ok(())
         })
     }
@@ -86,11 +92,12 @@ impl NdjsonDecoder {
     }
 }
 
-/// One line of JSON, as sent, with the record rule it breaks (if any).
+/// One line of JSON, as sent, with the record rule it breaks (if any) and its key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckedLine {
     pub text: String,
     pub verdict: record::Verdict,
+    pub key: Option<String>,
 }
 
 /// The line without its `\r`, or `None` for a blank line (no record).
@@ -105,16 +112,21 @@ fn parse_line(raw: &[u8], line: usize) -> Result<Option<Value>, LineError> {
         .transpose()
 }
 
-fn check_line(raw: &[u8], line: usize) -> Result<Option<CheckedLine>, LineError> {
+fn check_line(
+    raw: &[u8],
+    line: usize,
+    key: Option<&str>,
+) -> Result<Option<CheckedLine>, LineError> {
     let Some(raw) = content(raw) else {
         return Ok(None);
     };
-    let verdict = record::check_text(raw).map_err(|e| LineError::at(line, e))?;
+    let (verdict, key) = record::check_text(raw, key).map_err(|e| LineError::at(line, e))?;
     // Valid UTF-8 once it parsed; checked again rather than trusted.
     let text = std::str::from_utf8(raw).map_err(|e| LineError::at(line, e))?;
     Ok(Some(CheckedLine {
         text: text.to_owned(),
         verdict,
+        key,
     }))
 }
 
@@ -149,11 +161,13 @@ mod tests {
         let mut out = Vec::new();
         d.push_checked(
             b"{\"a\": 1.50, \"n\": 12345678901234567890123}\r\n\n{\"b\"",
+            Some("a"),
             &mut out,
         )
         .unwrap();
-        d.push_checked(b":\"\xc3\xa9\"}\n[1]", &mut out).unwrap();
-        d.finish_checked(&mut out).unwrap();
+        d.push_checked(b":\"\xc3\xa9\"}\n[1]", Some("a"), &mut out)
+            .unwrap();
+        d.finish_checked(Some("a"), &mut out).unwrap();
         let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(
             texts,
@@ -163,9 +177,11 @@ mod tests {
                 "[1]"
             ]
         );
+        assert_eq!(out[0].key.as_deref(), Some("1.50"));
         assert_eq!(out[1].verdict, Ok(()));
+        assert_eq!(out[1].key, None);
         assert!(out[2].verdict.as_ref().unwrap_err().contains("object"));
-        let err = d.push_checked(b"{\"c\":\n", &mut out).unwrap_err();
+        let err = d.push_checked(b"{\"c\":\n", None, &mut out).unwrap_err();
         assert_eq!(err.line, 5, "blank lines count");
     }
 

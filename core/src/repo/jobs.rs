@@ -2,22 +2,24 @@
 
 use chrono::{Duration, Utc};
 use entity::job::{self, JobStatus};
+use futures::{Stream, StreamExt};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
     audit::{self, Actor},
     batches, is_unique_violation,
     page::{Page, PageRequest},
-    records, tenants,
+    records::{self, Staged},
+    tenants,
 };
 use crate::{
     domain::job_spec::{NewJob, SourceKind},
     error::{Error, Result},
+    pg_txn::{CopyError, PgTxn},
     secrets::Keyring,
 };
 
@@ -58,7 +60,7 @@ pub async fn create(
 ) -> Result<Created> {
     new.destination = keyring.seal_destination(tenant_id, &new.destination);
     for attempt in 0..2 {
-        let txn = db.begin().await?;
+        let txn = PgTxn::begin(db).await?;
         if let Some(idem) = &idempotency
             && let Some(existing) = find_by_idempotency_key(&txn, tenant_id, &idem.key).await?
         {
@@ -86,15 +88,9 @@ pub async fn create(
         {
             Ok(job) => {
                 if new.source == SourceKind::Inline {
-                    records::insert(
-                        &txn,
-                        tenant_id,
-                        job.id,
-                        0,
-                        records.iter().map(Value::to_string).collect(),
-                        new.record_key.as_deref(),
-                    )
-                    .await?;
+                    let key = new.record_key.as_deref();
+                    let staged = records.iter().map(|r| Staged::of(r, key)).collect();
+                    records::stage_all(&txn, tenant_id, job.id, 0, staged).await?;
                     batches::plan(&txn, &job).await?;
                     tenants::enforce_pending_limit(
                         &txn,
@@ -140,7 +136,7 @@ pub async fn create(
 }
 
 async fn insert(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     tenant_id: Uuid,
     new: &NewJob,
     total: i64,
@@ -234,7 +230,7 @@ pub async fn list(
 
 /// Locks the tenant's job for the rest of `txn` (`SELECT … FOR UPDATE`): uploads to one
 /// job, and its start, run one at a time, so record sequence numbers never collide.
-pub async fn lock(txn: &DatabaseTransaction, tenant_id: Uuid, job_id: Uuid) -> Result<job::Model> {
+pub async fn lock(txn: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uuid) -> Result<job::Model> {
     job::Entity::find_by_id(job_id)
         .filter(job::Column::TenantId.eq(tenant_id))
         .lock_exclusive()
@@ -243,7 +239,7 @@ pub async fn lock(txn: &DatabaseTransaction, tenant_id: Uuid, job_id: Uuid) -> R
         .ok_or(Error::NotFound("job"))
 }
 
-fn require_awaiting_upload(job: &job::Model, action: &str) -> Result<()> {
+pub fn require_awaiting_upload(job: &job::Model, action: &str) -> Result<()> {
     if job.status == JobStatus::AwaitingUpload {
         return Ok(());
     }
@@ -253,40 +249,39 @@ fn require_awaiting_upload(job: &job::Model, action: &str) -> Result<()> {
     )))
 }
 
-/// Appends uploaded records to a job locked by [`lock`], numbering them after those it
-/// already has. Returns the job's new total.
-pub async fn append_records(
-    txn: &DatabaseTransaction,
+/// Appends uploaded records to a job locked by [`lock`] as `chunks` arrive, numbering
+/// them after those it already has, and stops at the first chunk that would take the
+/// job over `max_records`. Returns the job's new total.
+pub async fn append_records<E: From<Error>>(
+    txn: &PgTxn,
     job: &job::Model,
     max_records: Option<i64>,
-    records: Vec<String>,
-    already_appended: i64,
-) -> Result<i64> {
+    chunks: impl Stream<Item = std::result::Result<Vec<Staged>, E>>,
+) -> std::result::Result<i64, E> {
     require_awaiting_upload(job, "records can be added")?;
-    let first = job.total_records + already_appended;
-    let total = first + records.len() as i64;
-    if let Some(max) = max_records
-        && total > max
-    {
-        return Err(Error::field(
-            "records",
-            format!("this tenant's jobs hold at most {max} records"),
-        ));
-    }
-    records::insert(
-        txn,
-        job.tenant_id,
-        job.id,
-        first,
-        records,
-        job.record_key.as_deref(),
-    )
-    .await?;
-    Ok(total)
+    let mut total = job.total_records;
+    let within_limit = chunks.map(move |chunk| {
+        let chunk = chunk?;
+        total += chunk.len() as i64;
+        match max_records {
+            Some(max) if total > max => Err(E::from(Error::field(
+                "records",
+                format!("this tenant's jobs hold at most {max} records"),
+            ))),
+            _ => Ok(chunk),
+        }
+    });
+    let staged = records::stage(txn, job.tenant_id, job.id, job.total_records, within_limit)
+        .await
+        .map_err(|e| match e {
+            CopyError::Source(e) => e,
+            CopyError::Database(e) => E::from(Error::from(e)),
+        })?;
+    Ok(job.total_records + staged as i64)
 }
 
 /// Records the new total of a job after uploads.
-pub async fn set_total(txn: &DatabaseTransaction, job_id: Uuid, total: i64) -> Result<()> {
+pub async fn set_total(txn: &impl ConnectionTrait, job_id: Uuid, total: i64) -> Result<()> {
     job::Entity::update_many()
         .col_expr(
             job::Column::TotalRecords,
