@@ -10,7 +10,7 @@ use std::{
 use freight_tests::{
     TestApp, database_url,
     sink::{Reply, Sink},
-    wait_until,
+    wait_for_job_status, wait_until,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -403,18 +403,14 @@ async fn logs_are_structured_and_hold_no_secret() {
         .await
         .unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
-    let finished = wait_until(Duration::from_secs(30), || async {
-        let j: Value = client
-            .get(format!("{base}/api/v1/jobs/{id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        j["status"] == "completed_with_errors"
-    })
+    let finished = wait_for_job_status(
+        &client,
+        &base,
+        &key,
+        &id,
+        "completed_with_errors",
+        Duration::from_secs(30),
+    )
     .await;
     assert!(finished);
     let _ = Command::new("kill")

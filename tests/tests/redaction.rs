@@ -2,7 +2,7 @@
 //! never come back in any response.
 
 use freight_core::domain::destination::Destination;
-use freight_tests::{SECRET_KEY, TestApp, keyring};
+use freight_tests::{SECRET_KEY, TestApp, keyring, wait_for_job_status};
 use reqwest::{Method, Response, StatusCode, header::CONTENT_TYPE};
 use serde_json::{Value, json};
 
@@ -370,18 +370,14 @@ async fn no_secret_leaks_through_a_run() {
         ids.push(job["id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
-        let finished = wait_until(std::time::Duration::from_secs(60), || async {
-            let job: Value = client
-                .get(format!("{base}/api/v1/jobs/{id}"))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            job["status"] == "completed_with_errors"
-        })
+        let finished = wait_for_job_status(
+            &client,
+            &base,
+            &key,
+            id,
+            "completed_with_errors",
+            std::time::Duration::from_secs(60),
+        )
         .await;
         assert!(finished, "job {id} did not finish");
     }

@@ -7,6 +7,7 @@
 //! size left unset to the full one (see `docs/performance.md`).
 
 mod client;
+mod faults;
 mod jobs;
 mod latency;
 mod pg;
@@ -114,6 +115,9 @@ enum Scenario {
     BatchSizes(throughput::BatchSizesArgs),
     /// Jobs at a steady rate for a long time; RSS growth of the watched processes.
     Soak(throughput::SoakArgs),
+    /// Ten minutes at a share of peak while loadtest/run injects a fault a minute;
+    /// every job must complete with every record delivered once.
+    FaultSoak(faults::FaultSoakArgs),
     /// Every scenario but `scale` (which needs worker restarts: see loadtest/run).
     All,
 }
@@ -231,6 +235,7 @@ async fn main() -> Result<()> {
         Scenario::Scale(a) => throughput::scale(&ctx, a).await.map(drop),
         Scenario::BatchSizes(a) => throughput::batch_sizes(&ctx, a).await.map(drop),
         Scenario::Soak(a) => throughput::soak(&ctx, a).await.map(drop),
+        Scenario::FaultSoak(a) => faults::fault_soak(&ctx, a).await.map(drop),
         Scenario::All => all(&ctx).await,
     }
 }
