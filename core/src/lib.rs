@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod metrics;
+pub mod pg_copy;
 pub mod pg_txn;
 pub mod queue;
 pub mod repo;

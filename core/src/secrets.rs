@@ -120,6 +120,12 @@ pub fn is_sealed(value: &str) -> bool {
     value.starts_with(PREFIX)
 }
 
+/// A sealed value's key id and blob; `None` if it is not sealed, `Some(None)` if it is
+/// but is not well formed.
+fn parts(value: &str) -> Option<Option<(&str, &str)>> {
+    value.strip_prefix(PREFIX).map(|rest| rest.split_once(':'))
+}
+
 /// A fresh random key, base64-encoded: a value for `FREIGHT_SECRET_KEY`.
 pub fn generate_key() -> String {
     let mut bytes = [0u8; 32];
@@ -234,13 +240,13 @@ impl Keyring {
     /// Opens a sealed value with whichever key sealed it. A value that is not sealed
     /// (stored before a key was configured) is returned as it is.
     pub fn open(&self, tenant_id: Uuid, field: &str, value: &str) -> Result<String, OpenError> {
-        let Some(rest) = value.strip_prefix(PREFIX) else {
+        let Some(parts) = parts(value) else {
             return Ok(value.to_owned());
         };
         let malformed = || OpenError::Malformed {
             field: field.to_owned(),
         };
-        let (key_id, blob) = rest.split_once(':').ok_or_else(malformed)?;
+        let (key_id, blob) = parts.ok_or_else(malformed)?;
         let key = self.find(key_id).ok_or_else(|| OpenError::UnknownKey {
             key_id: key_id.chars().take(16).collect(),
         })?;
@@ -269,10 +275,8 @@ impl Keyring {
     /// Re-seals a value with the current key: opens it if it is sealed with another key
     /// (or not at all), and leaves it untouched if the current key already sealed it.
     pub fn reseal(&self, tenant_id: Uuid, field: &str, value: &str) -> Result<String, OpenError> {
-        if let Some(current) = self.current_id()
-            && value
-                .strip_prefix(PREFIX)
-                .is_some_and(|rest| rest.split_once(':').is_some_and(|(id, _)| id == current))
+        if let Some(Some((key_id, _))) = parts(value)
+            && Some(key_id) == self.current_id()
         {
             return Ok(value.to_owned());
         }
@@ -282,11 +286,7 @@ impl Keyring {
 
     /// The destination with every secret sealed with the current key (as stored).
     pub fn seal_destination(&self, tenant_id: Uuid, destination: &Destination) -> Destination {
-        destination
-            .map_secrets(|field, v| {
-                Ok::<_, std::convert::Infallible>(self.seal(tenant_id, field, v))
-            })
-            .unwrap_or_else(|never| match never {})
+        destination.with_secrets(|field, v| self.seal(tenant_id, field, v))
     }
 
     /// The destination with every secret opened (for delivery only: never log it).

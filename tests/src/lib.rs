@@ -10,6 +10,7 @@
 //! local `postgres` database and Redis on 6379).
 
 pub mod engine;
+pub mod freight_all;
 pub mod sink;
 
 use std::{
@@ -369,32 +370,6 @@ pub fn inline_job(n: usize) -> Value {
         "record_key": "id",
         "batch_size": 10,
     })
-}
-
-/// Polls `GET {base}/api/v1/jobs/{id}` as `key` until the job's status is `status`;
-/// false after `timeout`. For tests that run the `freight` binary rather than a
-/// [`TestApp`].
-pub async fn wait_for_job_status(
-    client: &reqwest::Client,
-    base: &str,
-    key: &str,
-    id: &str,
-    status: &str,
-    timeout: Duration,
-) -> bool {
-    wait_until(timeout, || async {
-        let job: serde_json::Value = client
-            .get(format!("{base}/api/v1/jobs/{id}"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        job["status"] == status
-    })
-    .await
 }
 
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held.

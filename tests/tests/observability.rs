@@ -8,9 +8,10 @@ use std::{
 };
 
 use freight_tests::{
-    TestApp, database_url,
+    TestApp,
+    freight_all::FreightAll,
     sink::{Reply, Sink},
-    wait_for_job_status, wait_until,
+    wait_until,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -322,38 +323,9 @@ async fn progress_streams_over_sse_and_resumes_with_last_event_id() {
 async fn logs_are_structured_and_hold_no_secret() {
     // The whole of Freight in one child process, logging JSON at debug level.
     let env = freight_tests::TestEnv::new().await;
-    let port = free_port();
-    let log_path =
-        std::env::temp_dir().join(format!("freight-logs-{}.jsonl", uuid::Uuid::new_v4()));
-    let log = std::fs::File::create(&log_path).unwrap();
     let admin = "operator-token-that-must-not-leak-42";
-    let mut child = Command::new(freight_tests::freight_binary())
-        .arg("all")
-        .env("DATABASE_URL", database_url(&env.db_name))
-        .env("REDIS_URL", freight_tests::redis_url())
-        .env("REDIS_QUEUE", &env.db_name)
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("ADMIN_TOKEN", admin)
-        .env("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", "true")
-        .env("MIGRATE_ON_START", "false")
-        .env("LOG_FORMAT", "json")
-        .env(
-            "LOG_LEVEL",
-            "debug,h2=info,hyper=info,tower=info,reqwest=info",
-        )
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    assert!(
-        wait_until(Duration::from_secs(20), || async {
-            client.get(format!("{base}/health")).send().await.is_ok()
-        })
-        .await,
-        "freight all did not start"
-    );
+    let freight = FreightAll::start(&env, admin, &[]).await;
+    let (client, base) = (&freight.client, &freight.base);
     let tenant: Value = client
         .post(format!("{base}/api/v1/admin/tenants"))
         .bearer_auth(admin)
@@ -403,22 +375,11 @@ async fn logs_are_structured_and_hold_no_secret() {
         .await
         .unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
-    let finished = wait_for_job_status(
-        &client,
-        &base,
-        &key,
-        &id,
-        "completed_with_errors",
-        Duration::from_secs(30),
-    )
-    .await;
+    let finished = freight
+        .wait_for_job_status(&key, &id, "completed_with_errors", Duration::from_secs(30))
+        .await;
     assert!(finished);
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let text = std::fs::read_to_string(&log_path).unwrap();
-    let _ = std::fs::remove_file(&log_path);
+    let text = freight.stop();
     // Run without FREIGHT_SECRET_KEY, `freight all` says once that secrets are stored
     // unencrypted.
     assert_eq!(

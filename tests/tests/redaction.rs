@@ -2,7 +2,7 @@
 //! never come back in any response.
 
 use freight_core::domain::destination::Destination;
-use freight_tests::{SECRET_KEY, TestApp, keyring, wait_for_job_status};
+use freight_tests::{SECRET_KEY, TestApp, keyring};
 use reqwest::{Method, Response, StatusCode, header::CONTENT_TYPE};
 use serde_json::{Value, json};
 
@@ -240,18 +240,6 @@ async fn a_password_in_a_connection_urls_query_is_redacted() {
     clean_text(res, StatusCode::OK, "get").await;
 }
 
-/// Kills the child process when dropped, even if the test failed.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
 /// Sends a request and keeps its body in `seen`, for the final search.
 async fn observe(req: reqwest::RequestBuilder, seen: &mut Vec<String>) -> Value {
     let text = req.send().await.unwrap().text().await.unwrap();
@@ -266,53 +254,24 @@ async fn observe(req: reqwest::RequestBuilder, seen: &mut Vec<String>) -> Value 
 #[tokio::test]
 async fn no_secret_leaks_through_a_run() {
     use freight_tests::{
-        ADMIN_TOKEN, TestEnv, database_url, freight_binary, redis_url,
+        ADMIN_TOKEN, TestEnv, database_url,
+        freight_all::FreightAll,
         sink::{Reply, Sink},
-        wait_until,
     };
     const HDR: &str = "hdr-leak-check-5150";
     const URL_PW: &str = "urlpw-leak-check-6060";
     const PG_PW: &str = "pgpw-leak-check-7070";
     let env = TestEnv::new().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log_path =
-        std::env::temp_dir().join(format!("freight-leaks-{}.jsonl", uuid::Uuid::new_v4()));
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Child(
-        std::process::Command::new(freight_binary())
-            .arg("all")
-            .env("DATABASE_URL", database_url(&env.db_name))
-            .env("REDIS_URL", redis_url())
-            .env("REDIS_QUEUE", &env.db_name)
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", "true")
-            .env("FREIGHT_SECRET_KEY", SECRET_KEY)
-            .env("MIGRATE_ON_START", "false")
-            .env("RECONCILER_INTERVAL", "500ms")
-            .env("LOG_FORMAT", "json")
-            .env(
-                "LOG_LEVEL",
-                "debug,h2=info,hyper=info,tower=info,reqwest=info",
-            )
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    assert!(
-        wait_until(std::time::Duration::from_secs(20), || async {
-            client.get(format!("{base}/health")).send().await.is_ok()
-        })
-        .await,
-        "freight all did not start"
-    );
+    let freight = FreightAll::start(
+        &env,
+        ADMIN_TOKEN,
+        &[
+            ("FREIGHT_SECRET_KEY", SECRET_KEY),
+            ("RECONCILER_INTERVAL", "500ms"),
+        ],
+    )
+    .await;
+    let (client, base) = (&freight.client, &freight.base);
     let mut seen = Vec::new();
     let tenant = observe(
         client
@@ -370,15 +329,14 @@ async fn no_secret_leaks_through_a_run() {
         ids.push(job["id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
-        let finished = wait_for_job_status(
-            &client,
-            &base,
-            &key,
-            id,
-            "completed_with_errors",
-            std::time::Duration::from_secs(60),
-        )
-        .await;
+        let finished = freight
+            .wait_for_job_status(
+                &key,
+                id,
+                "completed_with_errors",
+                std::time::Duration::from_secs(60),
+            )
+            .await;
         assert!(finished, "job {id} did not finish");
     }
     // Every read a tenant or an operator can make of these jobs.
@@ -422,9 +380,7 @@ async fn no_secret_leaks_through_a_run() {
             .iter()
             .any(|r| r.headers["authorization"] == format!("Bearer {HDR}").as_str())
     );
-    drop(child);
-    let logs = std::fs::read_to_string(&log_path).unwrap();
-    let _ = std::fs::remove_file(&log_path);
+    let logs = freight.stop();
     assert!(
         logs.contains("destination secrets are encrypted at rest"),
         "{logs}"

@@ -13,14 +13,14 @@ use freight_core::{
     domain::{
         job_spec::{CreateJobRequest, request_fingerprint},
         ndjson::{CheckedLine, NdjsonDecoder},
-        record,
+        record::{self, Staged},
     },
     pg_txn::PgTxn,
     repo::{
         batches,
         jobs::{self, Created, Idempotency},
         page::PageRequest,
-        records::{INSERT_CHUNK, Staged},
+        records::INSERT_CHUNK,
         tenants,
     },
 };
@@ -403,12 +403,12 @@ impl NdjsonChunks {
                 )],
             })?;
             for (i, line) in self.pending.iter().enumerate().skip(before) {
-                line.verdict.clone().map_err(|m| {
-                    ApiError::Validation(vec![FieldError::new(
+                if let Err(m) = &line.verdict {
+                    return Err(ApiError::Validation(vec![FieldError::new(
                         format!("records[{}]", self.handed_out + i),
-                        m,
-                    )])
-                })?;
+                        m.clone(),
+                    )]));
+                }
             }
         }
         let rest = if self.pending.len() > INSERT_CHUNK {
@@ -418,10 +418,7 @@ impl NdjsonChunks {
         };
         let chunk: Vec<Staged> = std::mem::replace(&mut self.pending, rest)
             .into_iter()
-            .map(|line| Staged {
-                text: line.text,
-                key: line.key,
-            })
+            .map(|line| line.record)
             .collect();
         self.handed_out += chunk.len();
         Ok(chunk)

@@ -43,7 +43,10 @@ use super::{
     Connector, Outcome, RecordResult, RecordToDeliver,
     resolver::{self, ResolveError},
 };
-use crate::domain::destination::{PostgresDestination, WriteMode, redact_url};
+use crate::{
+    domain::destination::{PostgresDestination, WriteMode, redact_url},
+    pg_copy,
+};
 
 /// Pool settings for destination databases.
 #[derive(Debug, Clone)]
@@ -353,29 +356,12 @@ fn only_scalars(payload: &Value) -> bool {
 
 /// Appends one field in `COPY` text format: absent or null is `\N`; a string is its
 /// text; numbers and booleans are their JSON text (what `jsonb_populate_recordset` hands
-/// a scalar column's input function). Backslash, tab,
-/// newline and carriage return are escaped.
+/// a scalar column's input function).
 fn push_copy_text(out: &mut String, value: Option<&Value>) {
-    let text;
-    let raw: &str = match value {
-        None | Some(Value::Null) => {
-            out.push_str("\\N");
-            return;
-        }
-        Some(Value::String(s)) => s,
-        Some(other) => {
-            text = other.to_string();
-            &text
-        }
-    };
-    for c in raw.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
+    match value {
+        None | Some(Value::Null) => out.push_str(pg_copy::NULL),
+        Some(Value::String(s)) => pg_copy::push_field(out, s),
+        Some(other) => pg_copy::push_field(out, &other.to_string()),
     }
 }
 

@@ -3,7 +3,7 @@
 //! operator configured a key ([`crate::secrets`]); responses only ever see
 //! [`Destination::redacted`].
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, convert::Infallible, net::IpAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -96,7 +96,7 @@ impl DestinationInput {
         let destination = self.validate_kind(problems)?;
         // A tenant must not pass off a sealed value (from a leaked dump, say) as its own
         // secret: the worker would open it and send the plaintext to the tenant's URL.
-        let _ = destination.map_secrets(|field, value| {
+        destination.with_secrets(|field, value| {
             if secrets::is_sealed(value) {
                 let field = if field.starts_with("url.") {
                     "url"
@@ -111,7 +111,7 @@ impl DestinationInput {
                     ),
                 );
             }
-            Ok::<_, std::convert::Infallible>(value.to_owned())
+            value.to_owned()
         });
         Some(destination)
     }
@@ -339,6 +339,12 @@ impl Destination {
         Ok(copy)
     }
 
+    /// [`map_secrets`](Self::map_secrets) with a function that cannot fail.
+    pub fn with_secrets(&self, mut f: impl FnMut(&str, &str) -> String) -> Destination {
+        self.map_secrets(|field, value| Ok::<_, Infallible>(f(field, value)))
+            .unwrap_or_else(|never| match never {})
+    }
+
     /// Refuses destinations whose host is, or resolves to, a loopback, private,
     /// link-local or metadata address. A name that does not resolve now is let through:
     /// delivery checks every address again at connect time.
@@ -387,30 +393,13 @@ fn refuse_if_forbidden(ip: IpAddr) -> Result<(), String> {
 /// value of every query parameter that names a secret (`password`, `sslpassword`,
 /// `token`, `api_key`, ...), as Postgres connection URLs and many APIs carry them there.
 pub fn redact_url(raw: &str) -> String {
-    let Ok(mut url) = Url::parse(raw) else {
+    if Url::parse(raw).is_err() {
         return REDACTED.to_owned();
-    };
-    if url.password().is_some() {
-        let _ = url.set_password(Some(REDACTED_PASSWORD));
     }
-    if url.query().is_some() {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let secret = is_secret_param(&k);
-                (
-                    k.into_owned(),
-                    if secret {
-                        REDACTED_PASSWORD.to_owned()
-                    } else {
-                        v.into_owned()
-                    },
-                )
-            })
-            .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    url.to_string()
+    map_url_secrets(raw, &mut |_, _| {
+        Ok::<_, Infallible>(REDACTED_PASSWORD.to_owned())
+    })
+    .unwrap_or_else(|never| match never {})
 }
 
 /// [`Destination::map_secrets`] for one URL.

@@ -92,12 +92,12 @@ impl NdjsonDecoder {
     }
 }
 
-/// One line of JSON, as sent, with the record rule it breaks (if any) and its key.
+/// One line of JSON as a record to stage (its text as sent, its key), with the record
+/// rule it breaks, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckedLine {
-    pub text: String,
+    pub record: record::Staged,
     pub verdict: record::Verdict,
-    pub key: Option<String>,
 }
 
 /// The line without its `\r`, or `None` for a blank line (no record).
@@ -124,9 +124,11 @@ fn check_line(
     // Valid UTF-8 once it parsed; checked again rather than trusted.
     let text = std::str::from_utf8(raw).map_err(|e| LineError::at(line, e))?;
     Ok(Some(CheckedLine {
-        text: text.to_owned(),
+        record: record::Staged {
+            text: text.to_owned(),
+            key,
+        },
         verdict,
-        key,
     }))
 }
 
@@ -168,7 +170,7 @@ mod tests {
         d.push_checked(b":\"\xc3\xa9\"}\n[1]", Some("a"), &mut out)
             .unwrap();
         d.finish_checked(Some("a"), &mut out).unwrap();
-        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        let texts: Vec<&str> = out.iter().map(|l| l.record.text.as_str()).collect();
         assert_eq!(
             texts,
             [
@@ -177,9 +179,9 @@ mod tests {
                 "[1]"
             ]
         );
-        assert_eq!(out[0].key.as_deref(), Some("1.50"));
+        assert_eq!(out[0].record.key.as_deref(), Some("1.50"));
         assert_eq!(out[1].verdict, Ok(()));
-        assert_eq!(out[1].key, None);
+        assert_eq!(out[1].record.key, None);
         assert!(out[2].verdict.as_ref().unwrap_err().contains("object"));
         let err = d.push_checked(b"{\"c\":\n", None, &mut out).unwrap_err();
         assert_eq!(err.line, 5, "blank lines count");

@@ -24,9 +24,26 @@ pub fn check(payload: &Value) -> Verdict {
         .map_or_else(|e| Err(e.to_string()), |(verdict, _)| verdict)
 }
 
+/// One record as it is staged: its JSON text (already checked) and its `record_key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Staged {
+    pub text: String,
+    pub key: Option<String>,
+}
+
+impl Staged {
+    /// A record held as a built value, stored as its serialisation.
+    pub fn of(record: &Value, key: Option<&str>) -> Self {
+        Self {
+            text: record.to_string(),
+            key: key.and_then(|k| key_of(record, k)),
+        }
+    }
+}
+
 /// The record's `record_key` when it is held as a built value (and stored as that
 /// value's serialisation).
-pub fn key_of(payload: &Value, key: &str) -> Option<String> {
+fn key_of(payload: &Value, key: &str) -> Option<String> {
     match payload.get(key)? {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),

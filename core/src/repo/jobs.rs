@@ -13,11 +13,13 @@ use super::{
     audit::{self, Actor},
     batches, is_unique_violation,
     page::{Page, PageRequest},
-    records::{self, Staged},
-    tenants,
+    records, tenants,
 };
 use crate::{
-    domain::job_spec::{NewJob, SourceKind},
+    domain::{
+        job_spec::{NewJob, SourceKind},
+        record::Staged,
+    },
     error::{Error, Result},
     pg_txn::{CopyError, PgTxn},
     secrets::Keyring,

@@ -48,7 +48,8 @@ pub async fn check(resp: Response, what: &str) -> Result<Response> {
     bail!("{what}: HTTP {status}: {}", truncate(&body, 600))
 }
 
-fn truncate(s: &str, n: usize) -> &str {
+/// At most the first `n` characters of `s`.
+pub fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,

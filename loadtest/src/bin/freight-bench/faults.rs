@@ -18,11 +18,11 @@ use uuid::Uuid;
 
 use crate::{
     Ctx,
-    client::{Tenant, is_terminal, job_id, progress},
+    client::{Tenant, is_terminal, job_id, progress, truncate},
     pg, records,
     report::{Dist, Report},
     rss::RssWatcher,
-    throughput::now_ms,
+    throughput::{job_seconds, now_ms},
 };
 
 #[derive(Args, Clone, Debug)]
@@ -96,14 +96,10 @@ fn expect(tally: &mut Tally, what: &str, got: (StatusCode, Value), ok: &[u16]) -
         tally.errors.push(format!(
             "{what}: {} {}",
             got.0,
-            truncate(&got.1.to_string())
+            truncate(&got.1.to_string(), 300)
         ));
         None
     }
-}
-
-fn truncate(s: &str) -> &str {
-    &s[..s.floor_char_boundary(300)]
 }
 
 /// Creates (idempotently), uploads and starts one job; `None` when a step failed in a
@@ -258,10 +254,7 @@ pub async fn fault_soak(ctx: &Ctx, a: FaultSoakArgs) -> Result<Report> {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
-        job_secs.push(
-            (crate::client::time_ms(&view, "finished_at").unwrap_or_else(now_ms) - j.sent_ms)
-                / 1000.0,
-        );
+        job_secs.push(job_seconds(&view, j.sent_ms));
         let succeeded = progress(&view, "succeeded") as u64;
         let total = progress(&view, "total") as u64;
         delivered += succeeded;

@@ -614,7 +614,7 @@ impl Default for SoakArgs {
 }
 
 /// POST → `finished_at` of a terminal job, in seconds (the poll that saw it may be late).
-fn job_seconds(view: &Value, sent_ms: f64) -> f64 {
+pub fn job_seconds(view: &Value, sent_ms: f64) -> f64 {
     (time_ms(view, "finished_at").unwrap_or_else(now_ms) - sent_ms) / 1000.0
 }
 
