@@ -33,6 +33,16 @@ pub enum CopyError<E> {
     Database(DbErr),
 }
 
+impl CopyError<std::convert::Infallible> {
+    /// A `COPY` whose source cannot fail can only have failed in the database.
+    pub fn into_db(self) -> DbErr {
+        match self {
+            CopyError::Database(e) => e,
+            CopyError::Source(never) => match never {},
+        }
+    }
+}
+
 impl PgTxn {
     pub async fn begin(db: &DatabaseConnection) -> Result<Self, DbErr> {
         let tx = db
@@ -76,6 +86,16 @@ impl PgTxn {
             }
         }
         copy.finish().await.map_err(db)
+    }
+}
+
+impl PgTxn {
+    /// [`copy_in`](Self::copy_in) for rows already in one buffer.
+    pub async fn copy_in_buffer(&self, statement: &str, rows: Vec<u8>) -> Result<u64, DbErr> {
+        let once = futures::stream::iter([Ok::<_, std::convert::Infallible>(rows)]);
+        self.copy_in(statement, once)
+            .await
+            .map_err(CopyError::into_db)
     }
 }
 

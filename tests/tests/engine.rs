@@ -40,6 +40,28 @@ fn id_of(job: &Value) -> (Uuid, String) {
     (s.parse().unwrap(), s)
 }
 
+/// A worker that queues a job's next batch fetches it at once rather than at its next
+/// poll: with a one-minute poll interval, a job of five one-at-a-time batches still
+/// finishes in seconds (only the first batch waits for a poll: the worker's first).
+#[tokio::test]
+async fn a_job_s_next_batch_does_not_wait_for_the_poll_interval() {
+    let app = TestApp::spawn().await;
+    let sink = Sink::accepting().await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let job = app
+        .create_job(&key, &http_job(&sink.url(), records(50), 10, 1))
+        .await;
+    let (job_id, id) = id_of(&job);
+    let mut settings = app.env.settings.clone();
+    freight_tests::engine::fast_engine(&mut settings);
+    settings.worker.poll_interval = Duration::from_secs(60);
+    let _worker = freight_tests::engine::InProcessWorker::start(settings).await;
+    let done = app.wait_finished(&key, &id, Duration::from_secs(20)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["batches"]["succeeded"], 5);
+    assert_invariants(&app.db, job_id).await;
+}
+
 #[tokio::test]
 async fn a_job_delivers_every_record_to_an_http_sink() {
     let app = TestApp::spawn().await;

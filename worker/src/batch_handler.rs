@@ -90,13 +90,15 @@ impl Engine {
                         }
                     })
             });
+        // Each record's attempts before this one; the payloads move on to the connector.
+        let before: Vec<(i64, i32)> = records.iter().map(|r| (r.seq, r.attempts)).collect();
         let results = match destination {
             Ok(destination) => {
                 let to_deliver: Vec<RecordToDeliver> = records
-                    .iter()
+                    .into_iter()
                     .map(|r| RecordToDeliver {
                         seq: r.seq,
-                        payload: r.payload.clone(),
+                        payload: r.payload,
                     })
                     .collect();
                 let connector = self.connectors.for_destination(&destination);
@@ -104,22 +106,22 @@ impl Engine {
                     .deliver(batch.job_id, &to_deliver, &running.token)
                     .await
             }
-            Err(outcome) => records
+            Err(outcome) => before
                 .iter()
-                .map(|r| freight_core::destinations::RecordResult {
-                    seq: r.seq,
+                .map(|&(seq, _)| freight_core::destinations::RecordResult {
+                    seq,
                     outcome: outcome.clone(),
                     duration_ms: 0,
                 })
                 .collect(),
         };
         deadline.abort();
-        let attempts: Vec<ledger::AttemptResult> = records
+        let attempts: Vec<ledger::AttemptResult> = before
             .iter()
             .zip(results)
-            .map(|(rec, res)| ledger::AttemptResult {
-                seq: rec.seq,
-                attempt: rec.attempts + 1,
+            .map(|(&(seq, attempts), res)| ledger::AttemptResult {
+                seq,
+                attempt: attempts + 1,
                 outcome: res.outcome,
                 duration_ms: res.duration_ms,
             })
@@ -164,8 +166,13 @@ impl Engine {
             finished.record_metrics();
         }
         // After commit: a push lost here is redone by the reconciler.
-        if let Err(e) = self.dispatcher.push_now(&recorded.to_dispatch).await {
-            tracing::warn!(error = %e, "could not dispatch the next batches; the reconciler will");
+        match self.dispatcher.push_now(&recorded.to_dispatch).await {
+            // Fetch them now rather than at the next tick (see `Wakeup`).
+            Ok(()) if !recorded.to_dispatch.is_empty() => self.wakeup.wake(),
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not dispatch the next batches; the reconciler will")
+            }
         }
         if let Some(at) = recorded.retry_at
             && let Err(e) = self.dispatcher.push_at(batch.id, at).await

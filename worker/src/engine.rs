@@ -5,7 +5,7 @@ use std::sync::Arc;
 use freight_core::{config::Settings, destinations::Connectors, dispatch::Dispatcher};
 use sea_orm::DatabaseConnection;
 
-use crate::inflight::Inflight;
+use crate::{Wakeup, inflight::Inflight};
 
 pub struct Engine {
     pub db: DatabaseConnection,
@@ -14,4 +14,6 @@ pub struct Engine {
     pub settings: Arc<Settings>,
     pub worker_id: String,
     pub inflight: Arc<Inflight>,
+    /// Wakes this process's queue fetch after it queued a batch itself.
+    pub wakeup: Arc<Wakeup>,
 }

@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod fields;
 pub mod http;
 pub mod postgres;
 pub mod resolver;
@@ -24,7 +24,9 @@ use crate::domain::destination::Destination;
 #[derive(Debug, Clone)]
 pub struct RecordToDeliver {
     pub seq: i64,
-    pub payload: Value,
+    /// The record's JSON text as staged: an object, checked by Postgres (the column is
+    /// `json`). Connectors send it as it is or read the fields they need from it.
+    pub payload: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

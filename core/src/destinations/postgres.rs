@@ -34,13 +34,13 @@ use sea_orm::sqlx::{
         PgConnectOptions, PgDatabaseError, PgPool, PgPoolCopyExt, PgPoolOptions, PgSslMode,
     },
 };
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 use uuid::Uuid;
 
 use super::{
     Connector, Outcome, RecordResult, RecordToDeliver,
+    fields::{Fields, Scalar},
     resolver::{self, ResolveError},
 };
 use crate::{
@@ -346,22 +346,48 @@ impl Target {
     }
 }
 
-/// Whether every field of a record is a JSON scalar. An object or array in a text column
-/// is written as jsonb prints it (`{"a": 1}`, with spaces), which `COPY` would not repeat.
-fn only_scalars(payload: &Value) -> bool {
-    payload
-        .as_object()
-        .is_some_and(|o| o.values().all(|v| !v.is_object() && !v.is_array()))
-}
-
 /// Appends one field in `COPY` text format: absent or null is `\N`; a string is its
 /// text; numbers and booleans are their JSON text (what `jsonb_populate_recordset` hands
-/// a scalar column's input function).
-fn push_copy_text(out: &mut String, value: Option<&Value>) {
+/// a scalar column's input function). Only called for copyable fields.
+fn push_copy_text(out: &mut String, value: Option<Scalar>) {
     match value {
-        None | Some(Value::Null) => out.push_str(pg_copy::NULL),
-        Some(Value::String(s)) => pg_copy::push_field(out, s),
-        Some(other) => pg_copy::push_field(out, &other.to_string()),
+        None | Some(Scalar::Null | Scalar::NotCopyable) => out.push_str(pg_copy::NULL),
+        Some(Scalar::Text(s)) => pg_copy::push_field(out, &s),
+        // A number's or boolean's JSON text has nothing to escape.
+        Some(Scalar::Literal(s)) => out.push_str(s),
+    }
+}
+
+/// The field names of a batch's records, against the table's columns.
+struct Shapes<'r> {
+    /// Per record, its first field that is not a column, if any.
+    unknown: Vec<Option<&'r str>>,
+    /// Every field name of the readable records.
+    names: HashSet<&'r str>,
+}
+
+impl<'r> Shapes<'r> {
+    /// The records of a batch mostly share one shape: a record named field for field like
+    /// the one before it is not looked up again.
+    fn of(parsed: &'r [Result<Fields<'_>, String>], columns: &HashSet<String>) -> Self {
+        let mut names = HashSet::new();
+        let mut last: Option<(Vec<&'r str>, Option<&'r str>)> = None;
+        let unknown = parsed
+            .iter()
+            .map(|record| {
+                let fields = record.as_ref().ok()?;
+                if let Some((shape, unknown)) = &last
+                    && fields.names().eq(shape.iter().copied())
+                {
+                    return *unknown;
+                }
+                let unknown = fields.names().find(|k| !columns.contains(*k));
+                names.extend(fields.names());
+                last = Some((fields.names().collect(), unknown));
+                unknown
+            })
+            .collect();
+        Self { unknown, names }
     }
 }
 
@@ -520,19 +546,13 @@ impl PostgresConnector {
 
         // Which fields are columns: per record, with one refresh of the cached columns
         // when a record names a column the cache does not know.
+        let parsed: Vec<Result<Fields, String>> =
+            records.iter().map(|r| Fields::parse(&r.payload)).collect();
         let mut columns = self.columns(&entry, false).await?;
-        let mut refreshed = false;
-        loop {
-            let unknown_field = records.iter().any(|r| {
-                r.payload
-                    .as_object()
-                    .is_some_and(|o| o.keys().any(|k| !columns.set.contains(k)))
-            });
-            if !unknown_field || refreshed {
-                break;
-            }
+        let mut shapes = Shapes::of(&parsed, &columns.set);
+        if shapes.unknown.iter().any(Option::is_some) {
             columns = self.columns(&entry, true).await?;
-            refreshed = true;
+            shapes = Shapes::of(&parsed, &columns.set);
         }
         if self.spec.mode == WriteMode::Upsert
             && let Some(missing) = self.spec.key.iter().find(|k| !columns.set.contains(*k))
@@ -543,28 +563,19 @@ impl PostgresConnector {
             )));
         }
         let mut candidates = Vec::with_capacity(records.len());
-        let mut fields: HashSet<&str> = HashSet::new();
-        for (i, record) in records.iter().enumerate() {
-            let problem = match record.payload.as_object() {
-                None => Some("record is not a JSON object".to_owned()),
-                Some(o) if o.is_empty() => Some("record has no fields".to_owned()),
-                Some(o) => o
-                    .keys()
-                    .find(|k| !columns.set.contains(*k))
-                    .map(|k| format!("column `{k}` does not exist in `{}`", self.spec.table)),
+        for (i, (record, unknown)) in parsed.iter().zip(&shapes.unknown).enumerate() {
+            let problem = match (record, unknown) {
+                (Err(message), _) => Some(message.clone()),
+                (Ok(o), _) if o.is_empty() => Some("record has no fields".to_owned()),
+                (Ok(_), Some(k)) => Some(format!(
+                    "column `{k}` does not exist in `{}`",
+                    self.spec.table
+                )),
+                (Ok(_), None) => None,
             };
             match problem {
                 Some(message) => results[i] = Some((Outcome::Permanent(message), 0)),
-                None => {
-                    candidates.push(i);
-                    fields.extend(
-                        record
-                            .payload
-                            .as_object()
-                            .into_iter()
-                            .flat_map(|o| o.keys().map(String::as_str)),
-                    );
-                }
+                None => candidates.push(i),
             }
         }
         if candidates.is_empty() {
@@ -575,18 +586,18 @@ impl PostgresConnector {
             .names
             .iter()
             .map(String::as_str)
-            .filter(|c| fields.contains(c))
+            .filter(|c| shapes.names.contains(c))
             .collect();
         if self.spec.mode == WriteMode::Insert
             && used.iter().all(|c| columns.copyable.contains(*c))
             && candidates
                 .iter()
-                .all(|&i| only_scalars(&records[i].payload))
+                .all(|&i| parsed[i].as_ref().is_ok_and(Fields::copyable))
             && !cancel.is_cancelled()
         {
             let started = Instant::now();
             if self
-                .copy_in(&entry.pool, &used, records, &candidates)
+                .copy_in(&entry.pool, &used, &parsed, &candidates)
                 .await
                 .is_ok()
             {
@@ -608,12 +619,21 @@ impl PostgresConnector {
                 }
                 break;
             }
-            let payload = serde_json::to_string(
-                &set.iter()
-                    .map(|&i| &records[i].payload)
-                    .collect::<Vec<&Value>>(),
-            )
-            .map_err(|e| BatchFailure::Permanent(format!("records are not serialisable: {e}")))?;
+            // A JSON array of the records' own texts.
+            let mut payload = String::with_capacity(
+                set.iter()
+                    .map(|&i| records[i].payload.len() + 1)
+                    .sum::<usize>()
+                    + 2,
+            );
+            payload.push('[');
+            for (n, &i) in set.iter().enumerate() {
+                if n > 0 {
+                    payload.push(',');
+                }
+                payload.push_str(&records[i].payload);
+            }
+            payload.push(']');
             let started = Instant::now();
             let outcome = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(payload)
@@ -668,7 +688,7 @@ impl PostgresConnector {
         &self,
         pool: &PgPool,
         columns: &[&str],
-        records: &[RecordToDeliver],
+        records: &[Result<Fields<'_>, String>],
         rows: &[usize],
     ) -> Result<u64, sqlx::Error> {
         let cols = columns
@@ -678,12 +698,12 @@ impl PostgresConnector {
             .join(", ");
         let mut data = String::with_capacity(rows.len() * 128);
         for &i in rows {
-            let fields = records[i].payload.as_object();
+            let fields = records[i].as_ref().ok();
             for (n, column) in columns.iter().enumerate() {
                 if n > 0 {
                     data.push('\t');
                 }
-                push_copy_text(&mut data, fields.and_then(|o| o.get(*column)));
+                push_copy_text(&mut data, fields.and_then(|o| o.get(column)));
             }
             data.push('\n');
         }
@@ -796,7 +816,7 @@ impl PostgresConnector {
 #[cfg(test)]
 mod tests {
     use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -886,13 +906,14 @@ mod tests {
         }
     }
 
-    fn records(payloads: impl IntoIterator<Item = Value>) -> Vec<RecordToDeliver> {
+    /// Records from JSON values or texts.
+    fn records<T: ToString>(payloads: impl IntoIterator<Item = T>) -> Vec<RecordToDeliver> {
         payloads
             .into_iter()
             .enumerate()
             .map(|(i, payload)| RecordToDeliver {
                 seq: i as i64 + 1,
-                payload,
+                payload: payload.to_string(),
             })
             .collect()
     }
@@ -939,7 +960,12 @@ mod tests {
                     json!({"id": i, "name": t, "note": format!("{t}{t}"), "amount": 12345.678,
                    "ok": i % 2 == 0, "at": "2026-01-02T03:04:05.123456Z", "kind": null})
                 })
-                .chain([json!({"id": 100, "amount": 1e300, "ok": "yes", "note": 42})]),
+                .map(|v| v.to_string())
+                // Digits beyond an f64's, kept as sent (numeric reads the text).
+                .chain([
+                    r#"{"id": 100, "amount": 12345678901234567890.50, "ok": "yes", "note": 42}"#
+                        .to_owned(),
+                ]),
         );
 
         let copied = cache.connector(spec(&db.url, "a", WriteMode::Insert));
@@ -995,6 +1021,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(note, r#"{"a": [1, "x"]}"#);
+
+        // So is a number jsonb prints differently from its text (`1e3` as `1000`).
+        let exponent = records([r#"{"id": 201, "note": 1e3, "amount": -0}"#]);
+        assert_eq!(
+            deliver(&copied, &exponent).await[0].outcome,
+            Outcome::Succeeded
+        );
+        let written: (String, String) =
+            sqlx::query_as("SELECT note, amount::text FROM a WHERE id = 201")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(written, ("1000".to_owned(), "0".to_owned()));
 
         // A jsonb column takes a JSON string as a string, which COPY would not: the
         // statement path writes it.

@@ -134,7 +134,8 @@ pub async fn claim(
 #[derive(Debug, Clone, sea_orm::FromQueryResult)]
 pub struct PendingRecord {
     pub seq: i64,
-    pub payload: serde_json::Value,
+    /// The record's JSON text (read as text: connectors parse only what they need).
+    pub payload: String,
     pub attempts: i32,
 }
 
@@ -147,7 +148,7 @@ pub async fn pending_records(
     Ok(
         PendingRecord::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT seq, payload, attempts FROM job_records
+            "SELECT seq, payload::text AS payload, attempts FROM job_records
          WHERE job_id = $1 AND seq BETWEEN $2 AND $3 AND status = 'pending' ORDER BY seq",
             [
                 batch.job_id.into(),

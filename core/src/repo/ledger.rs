@@ -5,8 +5,7 @@
 use chrono::{DateTime, Utc};
 use entity::batch::BatchStatus;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
-    TransactionTrait, Value, sea_query::ArrayType,
+    ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value, sea_query::ArrayType,
 };
 use uuid::Uuid;
 
@@ -15,6 +14,8 @@ use crate::{
     destinations::Outcome,
     domain::retry_policy::RetryPolicy,
     error::{Error, Result},
+    pg_copy::BinaryRows,
+    pg_txn::PgTxn,
 };
 
 /// One record's result in this attempt.
@@ -151,7 +152,7 @@ struct Attempt<'a> {
 impl Attempt<'_> {
     async fn record(&self, db: &DatabaseConnection, lock: JobLock) -> Result<Option<Written>> {
         let batch = self.batch;
-        let txn = db.begin().await?;
+        let txn = PgTxn::begin(db).await?;
         let Some(was_retrying) = lock_owned_batch(&txn, batch, self.worker_id).await? else {
             return Ok(None);
         };
@@ -183,7 +184,7 @@ impl Attempt<'_> {
     #[allow(clippy::type_complexity)]
     async fn classify(
         &self,
-        txn: &DatabaseTransaction,
+        txn: &PgTxn,
         cancelling: bool,
     ) -> Result<(
         Rows,
@@ -283,7 +284,7 @@ impl Attempt<'_> {
 }
 
 /// The job's status; with `lock`, after taking its row lock.
-async fn job_status(txn: &DatabaseTransaction, job_id: Uuid, lock: bool) -> Result<String> {
+async fn job_status(txn: &PgTxn, job_id: Uuid, lock: bool) -> Result<String> {
     let sql = if lock {
         "SELECT status FROM jobs WHERE id = $1 FOR NO KEY UPDATE"
     } else {
@@ -303,7 +304,7 @@ async fn job_status(txn: &DatabaseTransaction, job_id: Uuid, lock: bool) -> Resu
 /// Adds the attempt's outcomes to the job's counters, which locks the job's row until
 /// commit. Returns the job's status as of that lock.
 async fn add_to_job(
-    txn: &DatabaseTransaction,
+    txn: &PgTxn,
     job_id: Uuid,
     out: &Recorded,
     was_retrying: i32,
@@ -331,7 +332,7 @@ async fn add_to_job(
 
 /// Locks the batch if this worker still owns this attempt; returns its `retrying_records`.
 async fn lock_owned_batch(
-    txn: &DatabaseTransaction,
+    txn: &PgTxn,
     batch: &ClaimedBatch,
     worker_id: &str,
 ) -> Result<Option<i32>> {
@@ -359,30 +360,41 @@ pub(crate) fn text_array(values: &[Option<String>]) -> Value {
     Value::Array(ArrayType::String, Some(Box::new(items)))
 }
 
+/// The attempt's log rows, with one binary `COPY`: Postgres then stores them a page at
+/// a time rather than a row at a time as an `INSERT … SELECT FROM unnest(…)` does, which
+/// made the log the costliest write of a delivered record (docs/performance.md, 13).
+async fn copy_log_rows(txn: &PgTxn, batch: &ClaimedBatch, rows: &Rows) -> Result<()> {
+    let mut data = BinaryRows::whole(rows.seq.len() * 120);
+    for i in 0..rows.seq.len() {
+        // Postgres text cannot hold NUL, which a destination's answer might.
+        let error = rows.error[i].as_ref().map(|e| e.replace('\0', ""));
+        data.row(8)
+            .uuid(batch.job_id)
+            .uuid(batch.tenant_id)
+            .uuid(batch.id)
+            .int8(rows.seq[i])
+            .int4(rows.attempt[i])
+            .text(&rows.log_status[i])
+            .opt_text(error.as_deref())
+            .int4(rows.duration[i]);
+    }
+    txn.copy_in_buffer(
+        "COPY record_logs (job_id, tenant_id, batch_id, record_seq, attempt, status, error, duration_ms)
+         FROM STDIN (FORMAT binary)",
+        data.finish(),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn write_rows(
-    txn: &DatabaseTransaction,
+    txn: &PgTxn,
     batch: &ClaimedBatch,
     rows: &Rows,
     with_record_statuses: bool,
 ) -> Result<()> {
     if !rows.seq.is_empty() {
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "INSERT INTO record_logs (job_id, tenant_id, batch_id, record_seq, attempt, status, error, duration_ms)
-             SELECT $1, $2, $3, u.seq, u.attempt, u.status, NULLIF(u.error, ''), u.duration
-             FROM unnest($4::bigint[], $5::int[], $6::text[], $7::text[], $8::int[]) AS u(seq, attempt, status, error, duration)",
-            [
-                batch.job_id.into(),
-                batch.tenant_id.into(),
-                batch.id.into(),
-                rows.seq.clone().into(),
-                rows.attempt.clone().into(),
-                rows.log_status.clone().into(),
-                text_array(&rows.error),
-                rows.duration.clone().into(),
-            ],
-        ))
-        .await?;
+        copy_log_rows(txn, batch, rows).await?;
     }
     if with_record_statuses && !rows.rec_seq.is_empty() {
         txn.execute_raw(Statement::from_sql_and_values(
@@ -422,7 +434,7 @@ async fn write_rows(
 
 /// Whether an earlier attempt dead-lettered any of the batch's records (a first attempt
 /// has no earlier one: no query).
-async fn has_dead_letters(txn: &DatabaseTransaction, batch: &ClaimedBatch) -> Result<bool> {
+async fn has_dead_letters(txn: &PgTxn, batch: &ClaimedBatch) -> Result<bool> {
     if batch.attempts <= 1 {
         return Ok(false);
     }
@@ -445,7 +457,7 @@ async fn has_dead_letters(txn: &DatabaseTransaction, batch: &ClaimedBatch) -> Re
 }
 
 async fn update_batch(
-    txn: &DatabaseTransaction,
+    txn: &PgTxn,
     batch_id: Uuid,
     status: BatchStatus,
     retry_at: Option<DateTime<Utc>>,

@@ -1,6 +1,6 @@
 //! `job_records`: the staged records of a job.
 
-use std::{convert::Infallible, fmt::Write};
+use std::convert::Infallible;
 
 use futures::{Stream, StreamExt, stream};
 use uuid::Uuid;
@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::{
     domain::record::Staged,
     error::{Error, Result},
-    pg_copy,
+    pg_copy::{self, BinaryRows},
     pg_txn::{CopyError, PgTxn},
 };
 
@@ -31,25 +31,25 @@ pub async fn stage<E>(
     let mut seq = after;
     let rows = chunks.map(move |chunk| {
         chunk.map(|records| {
-            let size: usize = records.iter().map(|r| r.text.len() + 96).sum();
-            let mut buf = String::with_capacity(size);
+            let size: usize = records.iter().map(|r| r.text.len() + 80).sum();
+            let mut data = BinaryRows::with_capacity(size);
             for r in records {
                 seq += 1;
-                let _ = write!(buf, "{job_id}\t{tenant_id}\t{seq}\t");
-                match &r.key {
-                    Some(key) => pg_copy::push_field(&mut buf, key),
-                    None => buf.push_str(pg_copy::NULL),
-                }
-                buf.push('\t');
-                pg_copy::push_field(&mut buf, &r.text);
-                buf.push('\n');
+                data.row(5)
+                    .uuid(job_id)
+                    .uuid(tenant_id)
+                    .int8(seq)
+                    .opt_text(r.key.as_deref())
+                    .text(&r.text);
             }
-            buf.into_bytes()
+            data.into_bytes()
         })
     });
+    let header = stream::once(async { Ok(pg_copy::HEADER.to_vec()) });
+    let trailer = stream::once(async { Ok(pg_copy::TRAILER.to_vec()) });
     txn.copy_in(
-        "COPY job_records (job_id, tenant_id, seq, record_key, payload) FROM STDIN",
-        rows,
+        "COPY job_records (job_id, tenant_id, seq, record_key, payload) FROM STDIN (FORMAT binary)",
+        header.chain(rows).chain(trailer),
     )
     .await
 }
@@ -65,8 +65,5 @@ pub async fn stage_all(
     let once = stream::iter([Ok::<_, Infallible>(records)]);
     stage(txn, tenant_id, job_id, after, once)
         .await
-        .map_err(|e| match e {
-            CopyError::Database(e) => Error::from(e),
-            CopyError::Source(never) => match never {},
-        })
+        .map_err(|e| Error::from(e.into_db()))
 }
