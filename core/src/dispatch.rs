@@ -76,6 +76,25 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// Whether any message is waiting to be fetched now: ready, or scheduled and due.
+    pub async fn anything_due(&self) -> Result<bool> {
+        let config = self.storage.get_config().clone();
+        let mut conn = self.storage.clone().get_connection().clone();
+        let now = Utc::now().timestamp();
+        let (ready, due): (i64, i64) = redis::pipe()
+            .cmd("LLEN")
+            .arg(config.active_jobs_list())
+            .cmd("ZCOUNT")
+            .arg(config.scheduled_jobs_set())
+            .arg("-inf")
+            .arg(now)
+            .query_async(&mut conn)
+            .await?;
+        Ok(ready + due > 0)
+    }
+}
+
 /// Messages waiting in Redis: ready to fetch now, and scheduled for later (or due
 /// but not yet promoted). From the queue's own keys, not apalis' stats helpers (broken).
 #[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]

@@ -1,6 +1,6 @@
 //! What every batch needs: the pools, the queue, the connectors and this worker's identity.
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::AtomicBool};
 
 use freight_core::{config::Settings, destinations::Connectors, dispatch::Dispatcher};
 use sea_orm::DatabaseConnection;
@@ -16,4 +16,6 @@ pub struct Engine {
     pub inflight: Arc<Inflight>,
     /// Wakes this process's queue fetch after it queued a batch itself.
     pub wakeup: Arc<Wakeup>,
+    /// Set once shutdown begins: a slot then runs no further batch of its own accord.
+    pub draining: AtomicBool,
 }

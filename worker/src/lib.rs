@@ -125,6 +125,7 @@ impl Worker {
             worker_id: worker_id(&host),
             inflight: Arc::new(Inflight::default()),
             wakeup: Arc::new(Wakeup::default()),
+            draining: AtomicBool::new(false),
             settings: Arc::new(settings),
             db,
         };
@@ -210,6 +211,7 @@ impl Worker {
                 }
                 _ = &mut shutdown => {
                     tracing::info!(grace = ?settings.worker.shutdown_grace, "draining in-flight batches");
+                    engine.draining.store(true, Ordering::Release);
                     let _ = ctx.shutdown();
                     if tokio::time::timeout(settings.worker.shutdown_grace, &mut run).await.is_err() {
                         tracing::warn!("shutdown grace expired; unfinished batches will be taken over by other workers");
@@ -262,8 +264,11 @@ fn queue_monitor(engine: &Arc<Engine>, redis: redis::aio::ConnectionManager) -> 
     let data = engine.clone();
     let wakeup = engine.wakeup.clone();
     Monitor::new().register(move |_| {
+        // One message per fetch, and apalis fetches only for a free slot: a message is
+        // never held here waiting for a slot, where the queue (and so
+        // `Engine::next_in_slot`'s check for waiting work) could not see it.
         let storage = RedisStorage::<DeliverBatch>::new(redis.clone())
-            .with_config(queue_config(&settings.redis.queue, concurrency));
+            .with_config(queue_config(&settings.redis.queue, 1));
         WorkerBuilder::new(format!("freight-{}", uuid::Uuid::new_v4()))
             .backend(
                 storage

@@ -90,7 +90,7 @@ pub async fn count_rows(conn: &mut PgConnection, table: &str) -> Result<i64> {
     )
 }
 
-/// COPY `data` (text format) in 1 MiB pieces; returns the rows copied.
+/// COPY `data` (in the statement's format) in 1 MiB pieces; returns the rows copied.
 pub async fn copy_in(conn: &mut PgConnection, statement: &str, data: &[u8]) -> Result<u64> {
     let mut copy = conn
         .copy_in_raw(statement)
@@ -100,19 +100,6 @@ pub async fn copy_in(conn: &mut PgConnection, statement: &str, data: &[u8]) -> R
         copy.send(piece).await?;
     }
     Ok(copy.finish().await?)
-}
-
-/// Escapes a value for COPY's text format.
-pub fn copy_escape(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
 }
 
 /// The static shape of Freight's `record_logs` and `job_records`

@@ -1,5 +1,7 @@
 //! The generated records: `{id, name, email, amount, created_at}`, as NDJSON for Freight
-//! and as COPY text rows for the baselines. Generated before any clock starts.
+//! and as COPY rows for the baselines, in the format Freight itself uses for each table
+//! (text for the destination, binary for its own tables, with Freight's own encoder).
+//! Generated before any clock starts.
 
 use std::fmt::Write;
 
@@ -7,7 +9,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
-use crate::pg::copy_escape;
+use freight_core::pg_copy::BinaryRows;
 
 fn base_time() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
@@ -84,33 +86,41 @@ pub fn dest_copy_rows(first: u64, n: u64) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// One `succeeded` log row per record, as the engine writes them, for
-/// `(job_id, tenant_id, batch_id, record_seq, attempt, status, duration_ms)`.
+/// One `succeeded` log row per record, as the engine writes them (binary `COPY`, as the
+/// engine does), for `(job_id, tenant_id, batch_id, record_seq, attempt, status,
+/// duration_ms)`.
 pub fn log_copy_rows(job: Uuid, tenant: Uuid, n: u64, batch_size: u64) -> Vec<u8> {
-    let mut s = String::with_capacity((n * 140) as usize);
+    let mut rows = BinaryRows::whole((n * 100) as usize);
     let mut batch = Uuid::new_v4();
     for seq in 1..=n {
         if (seq - 1).is_multiple_of(batch_size.max(1)) {
             batch = Uuid::new_v4();
         }
-        let _ = writeln!(
-            s,
-            "{job}\t{tenant}\t{batch}\t{seq}\t1\tsucceeded\t{}",
-            seq % 7
-        );
+        rows.row(7)
+            .uuid(job)
+            .uuid(tenant)
+            .uuid(batch)
+            .int8(seq as i64)
+            .int4(1)
+            .text("succeeded")
+            .int4((seq % 7) as i32);
     }
-    s.into_bytes()
+    rows.finish()
 }
 
-/// `job_records` rows `(job_id, seq, tenant_id, record_key, payload)` for the records.
+/// `job_records` rows `(job_id, seq, tenant_id, record_key, payload)` for the records
+/// (binary `COPY`, as the engine stages them).
 pub fn job_records_copy_rows(job: Uuid, tenant: Uuid, first: u64, n: u64) -> Vec<u8> {
-    let mut s = String::with_capacity((n * 160) as usize);
+    let mut rows = BinaryRows::whole((n * 150) as usize);
     for (seq, id) in (first..first + n).enumerate() {
-        let _ = write!(s, "{job}\t{}\t{tenant}\t{id}\t", seq + 1);
-        copy_escape(&json(id, ""), &mut s);
-        s.push('\n');
+        rows.row(5)
+            .uuid(job)
+            .int8(seq as i64 + 1)
+            .uuid(tenant)
+            .text(&id.to_string())
+            .text(&json(id, ""));
     }
-    s.into_bytes()
+    rows.finish()
 }
 
 #[cfg(test)]

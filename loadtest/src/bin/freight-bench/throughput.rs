@@ -120,10 +120,7 @@ pub async fn run_upload_job(
     ctx.freight.start(t, job).await?;
     let intake = t0.elapsed();
     let limit = Duration::from_secs(600 + records / 500);
-    let (view, at) = ctx
-        .freight
-        .wait_terminal(t, job, POLL, limit)
-        .await?;
+    let (view, at) = ctx.freight.wait_terminal(t, job, POLL, limit).await?;
     let total = at - t0;
     let total_server = time_ms(&view, "finished_at")
         .map(|f| Duration::from_secs_f64((f - t0_ms).max(0.0) / 1000.0));
@@ -161,7 +158,7 @@ impl CopyBaseline {
 
     pub fn json(&self, n: u64) -> Value {
         json!({
-            "what": "COPY FROM STDIN of the same rows into a fresh table like the destination, then of one `succeeded` row per record into a table shaped like record_logs",
+            "what": "COPY FROM STDIN of the same rows into a fresh table like the destination (text format, as Freight writes a destination), then of one `succeeded` row per record into a table shaped like record_logs (binary format, as Freight writes its log)",
             "records": n,
             "dest_copy_s": self.dest.as_secs_f64(),
             "log_copy_s": self.log.as_secs_f64(),
@@ -196,7 +193,7 @@ pub async fn copy_baseline(ctx: &Ctx, n: u64, batch_size: u64) -> Result<CopyBas
     .await?;
     let (_, log) = pg::timed(pg::copy_in(
         &mut conn,
-        "COPY bench_log (job_id, tenant_id, batch_id, record_seq, attempt, status, duration_ms) FROM STDIN",
+        "COPY bench_log (job_id, tenant_id, batch_id, record_seq, attempt, status, duration_ms) FROM STDIN (FORMAT binary)",
         &log_rows,
     ))
     .await?;
@@ -375,7 +372,7 @@ pub async fn intake(ctx: &Ctx, a: IntakeArgs) -> Result<Report> {
     .await?;
     let (_, copy) = pg::timed(pg::copy_in(
         &mut conn,
-        "COPY bench_job_records (job_id, seq, tenant_id, record_key, payload) FROM STDIN",
+        "COPY bench_job_records (job_id, seq, tenant_id, record_key, payload) FROM STDIN (FORMAT binary)",
         &rows,
     ))
     .await?;
