@@ -206,8 +206,7 @@ impl Settings {
             secrets: Keyring::from_settings(
                 env.get(crate::secrets::KEY_VAR).as_deref(),
                 env.get(crate::secrets::OLD_KEYS_VAR).as_deref(),
-            )
-            .map_err(|e| env.invalid(e.var, e.message))?,
+            )?,
         })
     }
 }

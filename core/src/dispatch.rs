@@ -76,25 +76,6 @@ impl Dispatcher {
     }
 }
 
-impl Dispatcher {
-    /// Whether any message is waiting to be fetched now: ready, or scheduled and due.
-    pub async fn anything_due(&self) -> Result<bool> {
-        let config = self.storage.get_config().clone();
-        let mut conn = self.storage.clone().get_connection().clone();
-        let now = Utc::now().timestamp();
-        let (ready, due): (i64, i64) = redis::pipe()
-            .cmd("LLEN")
-            .arg(config.active_jobs_list())
-            .cmd("ZCOUNT")
-            .arg(config.scheduled_jobs_set())
-            .arg("-inf")
-            .arg(now)
-            .query_async(&mut conn)
-            .await?;
-        Ok(ready + due > 0)
-    }
-}
-
 /// Messages waiting in Redis: ready to fetch now, and scheduled for later (or due
 /// but not yet promoted). From the queue's own keys, not apalis' stats helpers (broken).
 #[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
@@ -105,16 +86,30 @@ pub struct RedisDepth {
 
 impl Dispatcher {
     pub async fn redis_depth(&self) -> Result<RedisDepth> {
+        let (ready, scheduled) = self.waiting(None).await?;
+        Ok(RedisDepth { ready, scheduled })
+    }
+
+    /// Whether any message is waiting to be fetched now: ready, or scheduled and due.
+    pub async fn anything_due(&self) -> Result<bool> {
+        let (ready, due) = self.waiting(Some(Utc::now().timestamp())).await?;
+        Ok(ready + due > 0)
+    }
+
+    /// Messages ready, and messages scheduled (due by `due_by`, a Unix second, if given).
+    async fn waiting(&self, due_by: Option<i64>) -> Result<(i64, i64)> {
         let config = self.storage.get_config().clone();
         let mut conn = self.storage.clone().get_connection().clone();
-        let (ready, scheduled): (i64, i64) = redis::pipe()
+        let until = due_by.map_or_else(|| "+inf".to_owned(), |at| at.to_string());
+        Ok(redis::pipe()
             .cmd("LLEN")
             .arg(config.active_jobs_list())
-            .cmd("ZCARD")
+            .cmd("ZCOUNT")
             .arg(config.scheduled_jobs_set())
+            .arg("-inf")
+            .arg(until)
             .query_async(&mut conn)
-            .await?;
-        Ok(RedisDepth { ready, scheduled })
+            .await?)
     }
 }
 

@@ -29,9 +29,9 @@ pub const NULL: &str = "\\N";
 
 /// Rows in `COPY … FROM STDIN (FORMAT binary)` form, field by field in the statement's
 /// column order. The data of one `COPY` is the [`HEADER`], the rows, then the
-/// [`TRAILER`]; [`whole`](Self::whole) and [`finish`](Self::finish) add them for data
-/// sent in one piece.
-#[derive(Default)]
+/// [`TRAILER`]: `PgTxn::copy_in_binary` adds them around a streamed `COPY`;
+/// [`whole`](Self::whole) and [`finish`](Self::finish) add them to data sent in one
+/// piece over a plain connection (the load test's baselines).
 pub struct BinaryRows {
     buf: Vec<u8>,
 }

@@ -8,9 +8,9 @@
 //! Everything else in the transaction goes through [`ConnectionTrait`], so the repo
 //! functions take it like any other connection.
 
-use std::sync::Arc;
+use std::{convert::Infallible, future::ready, sync::Arc};
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
     Statement,
@@ -19,6 +19,8 @@ use sea_orm::{
 };
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
+
+use crate::pg_copy::{self, BinaryRows};
 
 /// An open transaction on one pooled connection. Dropped without [`commit`](Self::commit),
 /// it rolls back (sqlx queues the `ROLLBACK` when the connection returns to the pool).
@@ -33,7 +35,7 @@ pub enum CopyError<E> {
     Database(DbErr),
 }
 
-impl CopyError<std::convert::Infallible> {
+impl CopyError<Infallible> {
     /// A `COPY` whose source cannot fail can only have failed in the database.
     pub fn into_db(self) -> DbErr {
         match self {
@@ -61,10 +63,34 @@ impl PgTxn {
         self.tx.into_inner().rollback().await.map_err(exec_err)
     }
 
-    /// Runs `statement` (a `COPY ... FROM STDIN`), sending each buffer of `rows` as it
-    /// comes, and returns the rows copied. A source error aborts the `COPY` (and with it
-    /// the transaction) and is handed back as [`CopyError::Source`].
-    pub async fn copy_in<E>(
+    /// Runs `statement`, a `COPY … FROM STDIN (FORMAT binary)`: sends the header, each
+    /// part of `rows` as it comes, then the trailer, and returns the rows copied. A
+    /// source error aborts the `COPY` (and with it the transaction) and is handed back as
+    /// [`CopyError::Source`].
+    pub async fn copy_in_binary<E>(
+        &self,
+        statement: &str,
+        rows: impl Stream<Item = Result<BinaryRows, E>>,
+    ) -> Result<u64, CopyError<E>> {
+        let framed = stream::once(ready(Ok(pg_copy::HEADER.to_vec())))
+            .chain(rows.map_ok(BinaryRows::into_bytes))
+            .chain(stream::once(ready(Ok(pg_copy::TRAILER.to_vec()))));
+        self.copy_in(statement, framed).await
+    }
+
+    /// [`copy_in_binary`](Self::copy_in_binary) for rows already in hand.
+    pub async fn copy_in_binary_all(
+        &self,
+        statement: &str,
+        rows: BinaryRows,
+    ) -> Result<u64, DbErr> {
+        self.copy_in_binary(statement, stream::iter([Ok::<_, Infallible>(rows)]))
+            .await
+            .map_err(CopyError::into_db)
+    }
+
+    /// Sends each buffer of `rows` as it comes.
+    async fn copy_in<E>(
         &self,
         statement: &str,
         rows: impl Stream<Item = Result<Vec<u8>, E>>,
@@ -89,16 +115,6 @@ impl PgTxn {
     }
 }
 
-impl PgTxn {
-    /// [`copy_in`](Self::copy_in) for rows already in one buffer.
-    pub async fn copy_in_buffer(&self, statement: &str, rows: Vec<u8>) -> Result<u64, DbErr> {
-        let once = futures::stream::iter([Ok::<_, std::convert::Infallible>(rows)]);
-        self.copy_in(statement, once)
-            .await
-            .map_err(CopyError::into_db)
-    }
-}
-
 fn exec_err(e: sqlx::Error) -> DbErr {
     DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)))
 }
@@ -107,10 +123,11 @@ fn query_err(e: sqlx::Error) -> DbErr {
     DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)))
 }
 
-/// The statement as sqlx runs it for SeaORM itself (its `sqlx_query` is private).
-fn query(stmt: &Statement) -> sqlx::query::Query<'_, Postgres, SqlxValues> {
-    let values = stmt.values.clone().unwrap_or(Values(Vec::new()));
-    sqlx::query_with(sqlx::AssertSqlSafe(stmt.sql.as_str()), SqlxValues(values))
+/// The statement as sqlx runs it for SeaORM itself (its `sqlx_query` is private); it
+/// takes the statement over, so a batch's bound arrays are not copied again.
+fn query(stmt: Statement) -> sqlx::query::Query<'static, Postgres, SqlxValues> {
+    let values = stmt.values.unwrap_or(Values(Vec::new()));
+    sqlx::query_with(sqlx::AssertSqlSafe(stmt.sql), SqlxValues(values))
 }
 
 #[async_trait::async_trait]
@@ -121,7 +138,7 @@ impl ConnectionTrait for PgTxn {
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
         let mut tx = self.tx.lock().await;
-        query(&stmt)
+        query(stmt)
             .execute(&mut **tx)
             .await
             .map(Into::into)
@@ -139,7 +156,7 @@ impl ConnectionTrait for PgTxn {
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         let mut tx = self.tx.lock().await;
-        query(&stmt)
+        query(stmt)
             .fetch_optional(&mut **tx)
             .await
             .map(|row| row.map(Into::into))
@@ -148,7 +165,7 @@ impl ConnectionTrait for PgTxn {
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         let mut tx = self.tx.lock().await;
-        query(&stmt)
+        query(stmt)
             .fetch_all(&mut **tx)
             .await
             .map(|rows| rows.into_iter().map(Into::into).collect())

@@ -22,11 +22,11 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::zeroize::Zeroizing;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::domain::destination::Destination;
+use crate::{config::ConfigError, domain::destination::Destination};
 
 /// What every sealed value starts with. Intake refuses secrets that start with it, so a
 /// tenant cannot pass off a sealed value (from a leaked dump, say) as its own.
@@ -36,10 +36,12 @@ const NONCE_LEN: usize = 12;
 pub const KEY_VAR: &str = "FREIGHT_SECRET_KEY";
 pub const OLD_KEYS_VAR: &str = "FREIGHT_SECRET_KEYS_OLD";
 
-/// One 256-bit key. The bytes live in a [`SecretBox`]: zeroed on drop, never printed.
+/// One 256-bit key, as its expanded cipher, built once: every batch opens its
+/// destination's secrets. The cipher wipes its round keys on drop (aes' `zeroize`), and
+/// the raw bytes are not kept.
 struct Key {
     id: String,
-    bytes: SecretBox<[u8; 32]>,
+    cipher: Aes256Gcm,
 }
 
 impl Key {
@@ -50,25 +52,21 @@ impl Key {
             .decode(trimmed)
             .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed.trim_end_matches('=')))
             .map_err(|_| "is not base64 (generate one with `freight secrets generate-key`)")?;
-        let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| {
+        let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(decoded.as_slice().try_into().map_err(|_| {
             format!(
                 "must be 32 bytes, base64-encoded, but decodes to {} bytes (generate one with `freight secrets generate-key`)",
                 decoded.len()
             )
-        })?;
+        })?);
         Ok(Self {
-            id: hex::encode(&Sha256::digest(bytes)[..4]),
-            bytes: SecretBox::new(Box::new(bytes)),
+            id: hex::encode(&Sha256::digest(*bytes)[..4]),
+            cipher: Aes256Gcm::new((&*bytes).into()),
         })
-    }
-
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.bytes.expose_secret().into())
     }
 }
 
 /// The current key (seals and opens) and old keys (open only). Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Keyring(Option<Arc<Keys>>);
 
 struct Keys {
@@ -108,13 +106,6 @@ pub enum OpenError {
     Tampered { field: String, key_id: String },
 }
 
-/// A key setting that is not usable; the caller names the variable.
-#[derive(Debug)]
-pub struct KeyError {
-    pub var: &'static str,
-    pub message: String,
-}
-
 /// Whether `value` is sealed (whatever the key).
 pub fn is_sealed(value: &str) -> bool {
     value.starts_with(PREFIX)
@@ -140,7 +131,7 @@ impl Keyring {
     }
 
     /// From the two settings' raw values (`old` comma-separated).
-    pub fn from_settings(current: Option<&str>, old: Option<&str>) -> Result<Self, KeyError> {
+    pub fn from_settings(current: Option<&str>, old: Option<&str>) -> Result<Self, ConfigError> {
         let old: Vec<&str> = old
             .unwrap_or("")
             .split(',')
@@ -151,12 +142,12 @@ impl Keyring {
             if old.is_empty() {
                 return Ok(Self::disabled());
             }
-            return Err(KeyError {
+            return Err(ConfigError {
                 var: KEY_VAR,
                 message: format!("is required when {OLD_KEYS_VAR} is set"),
             });
         };
-        let current = Key::from_base64(current).map_err(|message| KeyError {
+        let current = Key::from_base64(current).map_err(|message| ConfigError {
             var: KEY_VAR,
             message,
         })?;
@@ -165,7 +156,7 @@ impl Keyring {
             old: Vec::new(),
         };
         for (i, raw) in old.iter().enumerate() {
-            let key = Key::from_base64(raw).map_err(|m| KeyError {
+            let key = Key::from_base64(raw).map_err(|m| ConfigError {
                 var: OLD_KEYS_VAR,
                 message: format!("key {} of the list {m}", i + 1),
             })?;
@@ -177,7 +168,7 @@ impl Keyring {
     }
 
     /// A keyring from base64 keys, the first current (tests).
-    pub fn from_keys(current: &str, old: &[&str]) -> Result<Self, KeyError> {
+    pub fn from_keys(current: &str, old: &[&str]) -> Result<Self, ConfigError> {
         Self::from_settings(Some(current), Some(&old.join(",")))
     }
 
@@ -219,7 +210,7 @@ impl Keyring {
         let aad = aad(tenant_id, field);
         let ciphertext = keys
             .current
-            .cipher()
+            .cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
@@ -257,7 +248,7 @@ impl Keyring {
         let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
         let aad = aad(tenant_id, field);
         let plaintext = key
-            .cipher()
+            .cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {

@@ -38,9 +38,9 @@ impl Engine {
     /// that its ledger queued, in the same slot (see [`Engine::next_in_slot`]).
     pub async fn run_batch(&self, batch_id: uuid::Uuid) -> freight_core::Result<()> {
         let slot = std::time::Instant::now();
+        let stale_after = self.settings.worker.batch_stale_after.as_secs_f64();
         let mut next = Some(batch_id);
         while let Some(batch_id) = next.take() {
-            let stale_after = self.settings.worker.batch_stale_after.as_secs_f64();
             let Some(batch) =
                 batches::claim(&self.db, batch_id, &self.worker_id, stale_after).await?
             else {

@@ -20,7 +20,6 @@ use freight_core::{
         batches,
         jobs::{self, Created, Idempotency},
         page::PageRequest,
-        records::INSERT_CHUNK,
         tenants,
     },
 };
@@ -336,28 +335,30 @@ fn parse_ahead(body: Body, key: Option<String>) -> BoxStream<'static, ApiResult<
         let mut chunks = NdjsonChunks::new(body, key);
         loop {
             let next = chunks.next_chunk().await;
-            let last = match &next {
-                Ok(chunk) if chunk.is_empty() => break,
-                Ok(_) => false,
-                Err(_) => true,
-            };
-            if tx.send(next).await.is_err() || last {
+            if matches!(&next, Ok(chunk) if chunk.is_empty()) {
+                break;
+            }
+            let failed = next.is_err();
+            if tx.send(next).await.is_err() || failed {
                 break;
             }
         }
     });
-    futures::stream::unfold(rx, |mut rx| async {
-        rx.recv().await.map(|item| (item, rx))
-    })
-    .boxed()
+    let mut rx = rx;
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
-/// An NDJSON body read as chunks of at most [`INSERT_CHUNK`] checked records.
+/// Records per chunk an upload is parsed and streamed into `COPY` in.
+const UPLOAD_CHUNK: usize = 5_000;
+
+/// An NDJSON body read as chunks of at most [`UPLOAD_CHUNK`] checked records.
 struct NdjsonChunks {
     stream: axum::body::BodyDataStream,
     decoder: NdjsonDecoder,
     /// Parsed and checked, not handed out yet: each record's own text.
-    pending: Vec<CheckedLine>,
+    pending: Vec<Staged>,
+    /// The lines of the frame being decoded.
+    decoded: Vec<CheckedLine>,
     /// Records handed out so far (record indices in errors count from the body's start).
     handed_out: usize,
     ended: bool,
@@ -371,6 +372,7 @@ impl NdjsonChunks {
             stream: body.into_data_stream(),
             decoder: NdjsonDecoder::default(),
             pending: Vec::new(),
+            decoded: Vec::new(),
             handed_out: 0,
             ended: false,
             key,
@@ -381,18 +383,16 @@ impl NdjsonChunks {
     /// empty once the body is read. A line that is not JSON is a 400, a record that
     /// breaks a rule a 422, both naming the record's index.
     async fn next_chunk(&mut self) -> ApiResult<Vec<Staged>> {
-        while self.pending.len() < INSERT_CHUNK && !self.ended {
+        while self.pending.len() < UPLOAD_CHUNK && !self.ended {
             let frame = self.stream.next().await.transpose().map_err(stream_error)?;
             let before = self.pending.len();
             match &frame {
-                Some(bytes) => {
-                    self.decoder
-                        .push_checked(bytes, self.key.as_deref(), &mut self.pending)
-                }
+                Some(bytes) => self
+                    .decoder
+                    .push(bytes, self.key.as_deref(), &mut self.decoded),
                 None => {
                     self.ended = true;
-                    self.decoder
-                        .finish_checked(self.key.as_deref(), &mut self.pending)
+                    self.decoder.finish(self.key.as_deref(), &mut self.decoded)
                 }
             }
             .map_err(|e| ApiError::BadRequest {
@@ -402,24 +402,22 @@ impl NdjsonChunks {
                     e.message,
                 )],
             })?;
-            for (i, line) in self.pending.iter().enumerate().skip(before) {
-                if let Err(m) = &line.verdict {
+            for line in self.decoded.drain(..) {
+                if let Err(m) = line.verdict {
                     return Err(ApiError::Validation(vec![FieldError::new(
-                        format!("records[{}]", self.handed_out + i),
-                        m.clone(),
+                        format!("records[{}]", self.handed_out + self.pending.len()),
+                        m,
                     )]));
                 }
+                self.pending.push(line.record);
             }
         }
-        let rest = if self.pending.len() > INSERT_CHUNK {
-            self.pending.split_off(INSERT_CHUNK)
+        let rest = if self.pending.len() > UPLOAD_CHUNK {
+            self.pending.split_off(UPLOAD_CHUNK)
         } else {
             Vec::new()
         };
-        let chunk: Vec<Staged> = std::mem::replace(&mut self.pending, rest)
-            .into_iter()
-            .map(|line| line.record)
-            .collect();
+        let chunk = std::mem::replace(&mut self.pending, rest);
         self.handed_out += chunk.len();
         Ok(chunk)
     }

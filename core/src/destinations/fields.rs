@@ -54,16 +54,28 @@ impl<'a> Fields<'a> {
         Some(scalar(raw))
     }
 
-    /// Whether every field can be a `COPY` text field.
+    /// Whether every field can be a `COPY` text field (strings are not unescaped to
+    /// tell: [`get`](Self::get) does that once, when the field is written).
     pub fn copyable(&self) -> bool {
-        self.0
-            .iter()
-            .all(|(_, raw)| scalar(raw) != Scalar::NotCopyable)
+        self.0.iter().all(|(_, raw)| copyable(raw.get()))
+    }
+}
+
+/// Whether a value's JSON text can be a `COPY` text field: anything but an object, an
+/// array, or a number `jsonb` would print differently.
+fn copyable(text: &str) -> bool {
+    match text.as_bytes().first() {
+        Some(b'n' | b'"' | b't' | b'f') => true,
+        Some(b'-' | b'0'..=b'9') => plain_number(text),
+        _ => false,
     }
 }
 
 fn scalar(raw: &RawValue) -> Scalar<'_> {
     let text = raw.get();
+    if !copyable(text) {
+        return Scalar::NotCopyable;
+    }
     match text.as_bytes().first() {
         Some(b'n') => Scalar::Null,
         Some(b'"') => match serde_json::from_str::<&str>(text) {
@@ -73,9 +85,7 @@ fn scalar(raw: &RawValue) -> Scalar<'_> {
                 .map(|s| Scalar::Text(Cow::Owned(s)))
                 .unwrap_or(Scalar::NotCopyable),
         },
-        Some(b't' | b'f') => Scalar::Literal(text),
-        Some(b'-' | b'0'..=b'9') if plain_number(text) => Scalar::Literal(text),
-        _ => Scalar::NotCopyable,
+        _ => Scalar::Literal(text),
     }
 }
 

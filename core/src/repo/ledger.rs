@@ -48,11 +48,11 @@ pub struct Recorded {
 struct Rows {
     seq: Vec<i64>,
     attempt: Vec<i32>,
-    log_status: Vec<String>,
+    log_status: Vec<&'static str>,
     error: Vec<Option<String>>,
     duration: Vec<i32>,
     rec_seq: Vec<i64>,
-    rec_status: Vec<String>,
+    rec_status: Vec<&'static str>,
     rec_attempts: Vec<i32>,
     rec_error: Vec<Option<String>>,
     dead_seq: Vec<i64>,
@@ -61,10 +61,10 @@ struct Rows {
 }
 
 impl Rows {
-    fn log(&mut self, r: &AttemptResult, status: &str, error: Option<String>) {
+    fn log(&mut self, r: &AttemptResult, status: &'static str, error: Option<String>) {
         self.seq.push(r.seq);
         self.attempt.push(r.attempt);
-        self.log_status.push(status.to_owned());
+        self.log_status.push(status);
         self.error.push(error);
         self.duration.push(r.duration_ms);
     }
@@ -78,12 +78,18 @@ impl Rows {
         self.dead_attempts.push(r.attempt);
     }
 
-    fn record(&mut self, seq: i64, status: &str, attempts: i32, error: Option<String>) {
+    fn record(&mut self, seq: i64, status: &'static str, attempts: i32, error: Option<String>) {
         self.rec_seq.push(seq);
-        self.rec_status.push(status.to_owned());
+        self.rec_status.push(status);
         self.rec_attempts.push(attempts);
         self.rec_error.push(error);
     }
+}
+
+/// An outcome's error as the ledger stores it (log, record, dead letter and batch alike):
+/// Postgres text cannot hold NUL, which a destination's answer might.
+fn stored(error: &str) -> String {
+    error.replace('\0', "")
 }
 
 /// Records an attempt's results. Returns `None` when this worker no longer owns the batch
@@ -207,24 +213,27 @@ impl Attempt<'_> {
                     out.succeeded += 1;
                 }
                 Outcome::Permanent(e) => {
-                    rows.dead_letter(r, e.clone());
+                    rows.dead_letter(r, stored(e));
                     out.dead_lettered += 1;
                 }
                 Outcome::Transient(e) if cancelling => {
                     // Failed, and the job was cancelled meanwhile: no retry, the record
                     // ends cancelled (its terminal row follows the failed attempt's row).
-                    rows.log(r, "failed", Some(e.clone()));
+                    rows.log(r, "failed", Some(stored(e)));
                     rows.log(r, "cancelled", Some("job cancelled before a retry".into()));
-                    rows.record(r.seq, "cancelled", r.attempt, Some(e.clone()));
+                    rows.record(r.seq, "cancelled", r.attempt, Some(stored(e)));
                     out.cancelled += 1;
                 }
                 Outcome::Transient(e) if r.attempt >= policy.max_attempts as i32 => {
-                    rows.dead_letter(r, format!("gave up after {} attempts: {e}", r.attempt));
+                    rows.dead_letter(
+                        r,
+                        format!("gave up after {} attempts: {}", r.attempt, stored(e)),
+                    );
                     out.dead_lettered += 1;
                 }
                 Outcome::Transient(e) => {
-                    rows.log(r, "failed", Some(e.clone()));
-                    rows.record(r.seq, "pending", r.attempt, Some(e.clone()));
+                    rows.log(r, "failed", Some(stored(e)));
+                    rows.record(r.seq, "pending", r.attempt, Some(stored(e)));
                     out.retrying += 1;
                     retry_attempt = retry_attempt.max(r.attempt);
                 }
@@ -251,14 +260,14 @@ impl Attempt<'_> {
                 Outcome::Deferred(e) => {
                     // Not an attempt either (no log row, attempts unchanged), so no
                     // number of these dead-letters a record; the error shows why it waits.
-                    rows.record(r.seq, "pending", r.attempt - 1, Some(e.clone()));
+                    rows.record(r.seq, "pending", r.attempt - 1, Some(stored(e)));
                     out.retrying += 1;
                     deferred = true;
                 }
             }
         }
         let last_error = self.results.iter().rev().find_map(|r| match &r.outcome {
-            Outcome::Transient(e) | Outcome::Permanent(e) | Outcome::Deferred(e) => Some(e.clone()),
+            Outcome::Transient(e) | Outcome::Permanent(e) | Outcome::Deferred(e) => Some(stored(e)),
             _ => None,
         });
         let (status, retry_at) = if out.retrying > 0 {
@@ -364,24 +373,22 @@ pub(crate) fn text_array(values: &[Option<String>]) -> Value {
 /// a time rather than a row at a time as an `INSERT … SELECT FROM unnest(…)` does, which
 /// made the log the costliest write of a delivered record (docs/performance.md, 13).
 async fn copy_log_rows(txn: &PgTxn, batch: &ClaimedBatch, rows: &Rows) -> Result<()> {
-    let mut data = BinaryRows::whole(rows.seq.len() * 120);
+    let mut data = BinaryRows::with_capacity(rows.seq.len() * 120);
     for i in 0..rows.seq.len() {
-        // Postgres text cannot hold NUL, which a destination's answer might.
-        let error = rows.error[i].as_ref().map(|e| e.replace('\0', ""));
         data.row(8)
             .uuid(batch.job_id)
             .uuid(batch.tenant_id)
             .uuid(batch.id)
             .int8(rows.seq[i])
             .int4(rows.attempt[i])
-            .text(&rows.log_status[i])
-            .opt_text(error.as_deref())
+            .text(rows.log_status[i])
+            .opt_text(rows.error[i].as_deref())
             .int4(rows.duration[i]);
     }
-    txn.copy_in_buffer(
+    txn.copy_in_binary_all(
         "COPY record_logs (job_id, tenant_id, batch_id, record_seq, attempt, status, error, duration_ms)
          FROM STDIN (FORMAT binary)",
-        data.finish(),
+        data,
     )
     .await?;
     Ok(())
@@ -405,7 +412,11 @@ async fn write_rows(
             [
                 batch.job_id.into(),
                 rows.rec_seq.clone().into(),
-                rows.rec_status.clone().into(),
+                rows.rec_status
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .into(),
                 rows.rec_attempts.clone().into(),
                 text_array(&rows.rec_error),
             ],

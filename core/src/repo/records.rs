@@ -8,12 +8,9 @@ use uuid::Uuid;
 use crate::{
     domain::record::Staged,
     error::{Error, Result},
-    pg_copy::{self, BinaryRows},
+    pg_copy::BinaryRows,
     pg_txn::{CopyError, PgTxn},
 };
-
-/// Records per chunk an upload is parsed and sent in.
-pub const INSERT_CHUNK: usize = 5_000;
 
 /// Stages records numbered `after + 1 ..` with one `COPY`, streaming each chunk as it
 /// comes: Postgres stores one chunk while the caller prepares the next. The `payload`
@@ -42,14 +39,12 @@ pub async fn stage<E>(
                     .opt_text(r.key.as_deref())
                     .text(&r.text);
             }
-            data.into_bytes()
+            data
         })
     });
-    let header = stream::once(async { Ok(pg_copy::HEADER.to_vec()) });
-    let trailer = stream::once(async { Ok(pg_copy::TRAILER.to_vec()) });
-    txn.copy_in(
+    txn.copy_in_binary(
         "COPY job_records (job_id, tenant_id, seq, record_key, payload) FROM STDIN (FORMAT binary)",
-        header.chain(rows).chain(trailer),
+        rows,
     )
     .await
 }

@@ -2,6 +2,8 @@
 //! flight. Callers push the returned batch ids to the queue *after* their transaction
 //! commits; a push lost in between is redone by the reconciler.
 
+use std::sync::LazyLock;
+
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use uuid::Uuid;
 
@@ -16,7 +18,7 @@ pub const IN_FLIGHT: &str = "('queued', 'running', 'retry_scheduled')";
 /// How many times the fleet's delivery slots the in-flight windows of all running jobs
 /// add up to: enough queued behind each running batch that a worker never idles while a
 /// finished batch's ledger commits and its successor is pushed.
-pub const PREFETCH: i64 = 2;
+const PREFETCH: i64 = 2;
 
 /// A running job's effective window, as SQL over the job's row `j`: its `parallelism`,
 /// but at most its fair share of the fleet. The live workers' slots (their summed
@@ -44,19 +46,23 @@ pub fn effective_window() -> String {
 /// Guard: the caller holds the job's row lock (`FOR UPDATE`), so two finishing batches
 /// cannot both fill the same free slot.
 pub async fn fill_window(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<Uuid>> {
+    // Built once: every batch's ledger runs it.
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH job AS (SELECT {} AS cap FROM jobs j WHERE id = $1 AND status = 'running'),
+             inflight AS (SELECT count(*) AS n FROM batches WHERE job_id = $1 AND status IN {IN_FLIGHT}),
+             next AS (
+                 SELECT id FROM batches WHERE job_id = $1 AND status = 'pending' ORDER BY seq
+                 LIMIT GREATEST(COALESCE((SELECT cap FROM job), 0) - (SELECT n FROM inflight), 0))
+             UPDATE batches SET status = 'queued', next_attempt_at = now(), dispatched_at = now(), updated_at = now()
+             WHERE id IN (SELECT id FROM next) RETURNING id",
+            effective_window()
+        )
+    });
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            format!(
-                "WITH job AS (SELECT {} AS cap FROM jobs j WHERE id = $1 AND status = 'running'),
-                 inflight AS (SELECT count(*) AS n FROM batches WHERE job_id = $1 AND status IN {IN_FLIGHT}),
-                 next AS (
-                     SELECT id FROM batches WHERE job_id = $1 AND status = 'pending' ORDER BY seq
-                     LIMIT GREATEST(COALESCE((SELECT cap FROM job), 0) - (SELECT n FROM inflight), 0))
-                 UPDATE batches SET status = 'queued', next_attempt_at = now(), dispatched_at = now(), updated_at = now()
-                 WHERE id IN (SELECT id FROM next) RETURNING id",
-                effective_window()
-            ),
+            SQL.as_str(),
             [job_id.into()],
         ))
         .await?;

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use bytes::Bytes;
 use clap::Args;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -22,7 +22,7 @@ use crate::{
     pg, records,
     report::{Dist, Report},
     rss::RssWatcher,
-    throughput::{job_seconds, now_ms},
+    throughput::{job_seconds, now_ms, rss_growth_figures},
 };
 
 #[derive(Args, Clone, Debug)]
@@ -246,11 +246,7 @@ pub async fn fault_soak(ctx: &Ctx, a: FaultSoakArgs) -> Result<Report> {
                 break got.1;
             }
             if Instant::now() > drain_deadline {
-                return Err(anyhow!(
-                    "job {} not finished after 30 minutes: {}",
-                    j.id,
-                    got.1
-                ));
+                bail!("job {} not finished after 30 minutes: {}", j.id, got.1);
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
@@ -295,20 +291,10 @@ pub async fn fault_soak(ctx: &Ctx, a: FaultSoakArgs) -> Result<Report> {
     let d = Dist::of(&job_secs);
     rep.figure("job_duration.p50", d.p50, "s");
     rep.figure("job_duration.p99", d.p99, "s");
-    if let Some(procs) = memory.as_object() {
-        for (name, m) in procs {
-            // Workers are killed and restarted by the faults, and the sink is the load
-            // generator (it keeps every idempotency key it saw): only the api lives
-            // through the whole run as Freight.
-            if name != "api" {
-                continue;
-            }
-            if let Some(g) = m["growth_pct"].as_f64() {
-                rep.figure(&format!("rss.{name}.growth_after_warmup"), g, "%")
-                    .below(10.0);
-            }
-        }
-    }
+    // Workers are killed and restarted by the faults, and the sink is the load generator
+    // (it keeps every idempotency key it saw): only the api lives through the whole run
+    // as Freight.
+    rss_growth_figures(&mut rep, &memory, |name| name == "api");
     if !tally.errors.is_empty() {
         rep.detail("tenant_visible_errors", &tally.errors);
     }

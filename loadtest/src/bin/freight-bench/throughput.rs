@@ -244,7 +244,7 @@ pub async fn throughput(ctx: &Ctx, a: ThroughputArgs) -> Result<Report> {
     // The Postgres run is the million records at every size: a smaller job
     // measures its ramp-up and last wave as much as its rate. The sink's path is slower,
     // so its quick run is smaller.
-    let n = ctx.size(a.records, 1_000_000, 1_000_000);
+    let n = a.records.unwrap_or(1_000_000);
     let n_sink = ctx.size(a.records, 200_000, 1_000_000);
     let mut rep = Report::new(
         "throughput",
@@ -619,6 +619,21 @@ impl Default for SoakArgs {
     }
 }
 
+/// One `rss.<process>.growth_after_warmup` figure (target < 10 %) per watched process
+/// that `keep` names; false when no process was watched.
+pub fn rss_growth_figures(rep: &mut Report, memory: &Value, keep: impl Fn(&str) -> bool) -> bool {
+    let Some(procs) = memory.as_object() else {
+        return false;
+    };
+    for (name, m) in procs.iter().filter(|(name, _)| keep(name)) {
+        if let Some(g) = m["growth_pct"].as_f64() {
+            rep.figure(&format!("rss.{name}.growth_after_warmup"), g, "%")
+                .below(10.0);
+        }
+    }
+    true
+}
+
 /// POST → `finished_at` of a terminal job, in seconds (the poll that saw it may be late).
 pub fn job_seconds(view: &Value, sent_ms: f64) -> f64 {
     (time_ms(view, "finished_at").unwrap_or_else(now_ms) - sent_ms) / 1000.0
@@ -716,14 +731,7 @@ pub async fn soak(ctx: &Ctx, a: SoakArgs) -> Result<Report> {
     let d = Dist::of(&job_secs);
     rep.figure("job_duration.p50", d.p50, "s");
     rep.figure("job_duration.p99", d.p99, "s");
-    if let Some(procs) = memory.as_object() {
-        for (name, m) in procs {
-            if let Some(g) = m["growth_pct"].as_f64() {
-                rep.figure(&format!("rss.{name}.growth_after_warmup"), g, "%")
-                    .below(10.0);
-            }
-        }
-    } else {
+    if !rss_growth_figures(&mut rep, &memory, |_| true) {
         rep.note("no --watch-pid given: no RSS figures");
     }
     if skipped > 0 {
