@@ -21,6 +21,12 @@ pub fn fast_engine(s: &mut Settings) {
     s.worker.shutdown_grace = Duration::from_secs(5);
 }
 
+/// A job's id, parsed and as the api gave it: `(uuid, string)`.
+pub fn id_of(job: &Value) -> (Uuid, String) {
+    let s = job["id"].as_str().unwrap().to_owned();
+    (s.parse().unwrap(), s)
+}
+
 /// A worker running inside the test process; stops when dropped.
 pub struct InProcessWorker {
     stop: Option<oneshot::Sender<()>>,
@@ -59,20 +65,21 @@ impl Drop for InProcessWorker {
 impl TestApp {
     /// Starts an in-process worker against this app's database and Redis namespace.
     pub async fn start_worker(&self) -> InProcessWorker {
+        self.start_worker_with(|_| {}).await
+    }
+
+    /// [`TestApp::start_worker`] with `tweak` applied to the settings after
+    /// [`fast_engine`].
+    pub async fn start_worker_with(&self, tweak: impl FnOnce(&mut Settings)) -> InProcessWorker {
         let mut settings = self.env.settings.clone();
         fast_engine(&mut settings);
+        tweak(&mut settings);
         InProcessWorker::start(settings).await
     }
 
     /// GET the job.
     pub async fn job(&self, key: &str, id: &str) -> Value {
-        self.tenant(key, reqwest::Method::GET, &format!("/api/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(key, &format!("/api/v1/jobs/{id}")).await
     }
 
     /// Polls the job until it reaches a terminal state; panics after `timeout`.

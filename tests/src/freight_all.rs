@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use crate::{TestEnv, database_url, freight_binary, redis_url, wait_until};
+use crate::{
+    TestEnv, database_url, free_port, freight_binary, redis_url, send_json, sigterm_and_wait,
+    wait_until,
+};
 
 pub struct FreightAll {
     child: Child,
@@ -21,11 +24,7 @@ impl FreightAll {
     /// Starts `freight all` on `env`'s database and Redis prefix with `admin_token`, plus
     /// `extra` settings, and waits until it answers `/health`.
     pub async fn start(env: &TestEnv, admin_token: &str, extra: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let log_path =
             std::env::temp_dir().join(format!("freight-all-{}.jsonl", uuid::Uuid::new_v4()));
         let log = std::fs::File::create(&log_path).unwrap();
@@ -82,16 +81,12 @@ impl FreightAll {
         timeout: Duration,
     ) -> bool {
         wait_until(timeout, || async {
-            let job: serde_json::Value = self
-                .client
-                .get(self.url(&format!("/api/v1/jobs/{id}")))
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let job: serde_json::Value = send_json(
+                self.client
+                    .get(self.url(&format!("/api/v1/jobs/{id}")))
+                    .bearer_auth(key),
+            )
+            .await;
             job["status"] == status
         })
         .await
@@ -103,11 +98,13 @@ impl FreightAll {
         std::fs::read_to_string(&self.log_path).unwrap()
     }
 
+    /// SIGTERM and wait, unless the process has already been reaped (`stop` then `Drop`):
+    /// its pid may by then belong to another process.
     fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        sigterm_and_wait(&mut self.child);
     }
 }
 

@@ -260,6 +260,12 @@ impl TestApp {
         self.request(method, path).bearer_auth(key)
     }
 
+    /// GET `path` as the tenant holding `key` and decode the body as JSON, whatever the
+    /// status.
+    pub async fn get_json(&self, key: &str, path: &str) -> Value {
+        send_json(self.tenant(key, Method::GET, path)).await
+    }
+
     /// Creates a tenant and returns its id.
     pub async fn create_tenant(&self, name: &str) -> Uuid {
         let res = self
@@ -390,6 +396,28 @@ where
     }
 }
 
+/// Sends `req` and decodes the response body as JSON, whatever the status.
+pub async fn send_json<T: serde::de::DeserializeOwned>(req: RequestBuilder) -> T {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends SIGTERM to `child` (via `kill -TERM`) and waits for it to exit.
+pub fn sigterm_and_wait(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
 /// The `freight` binary built next to this test binary (scripts/test builds it first).
 pub fn freight_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -415,11 +443,7 @@ pub struct ThrowawayRedis {
 
 impl ThrowawayRedis {
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let url = format!("redis://127.0.0.1:{port}");
         let child = Self::spawn(port, &url).await;
         Self { child, url }
@@ -505,11 +529,7 @@ impl ThrowawayPostgres {
                     .max()
             })
             .expect("Postgres server binaries under /usr/lib/postgresql (scripts/ensure-services installs them)");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("freight-pg-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let pg = Self {

@@ -143,13 +143,8 @@ async fn every_audited_action_writes_exactly_one_event_with_its_actor_and_target
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     app.wait_finished(&key, &job, Duration::from_secs(60)).await;
     let batches: Value = app
-        .tenant(&key, Method::GET, &format!("/api/v1/jobs/{job}/batches"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&key, &format!("/api/v1/jobs/{job}/batches"))
+        .await;
     let failed = batches["data"]
         .as_array()
         .unwrap()

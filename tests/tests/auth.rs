@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use freight_tests::{ADMIN_TOKEN, TestApp, wait_until};
+use freight_tests::{ADMIN_TOKEN, TestApp, send_json, wait_until};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -256,14 +256,7 @@ async fn tenants_rotate_their_own_keys() {
     assert_eq!(res.status(), StatusCode::CREATED);
     let new: Value = res.json().await.unwrap();
     let new_key = new["key"].as_str().unwrap().to_owned();
-    let keys: Vec<Value> = app
-        .tenant(&new_key, Method::GET, "/api/v1/api-keys")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: Vec<Value> = send_json(app.tenant(&new_key, Method::GET, "/api/v1/api-keys")).await;
     assert_eq!(keys.len(), 2);
     let old_id = keys.iter().find(|k| k["name"] != "new").unwrap()["id"]
         .as_str()
@@ -297,14 +290,8 @@ async fn tenants_rotate_their_own_keys() {
     );
     // Another tenant's key id is not found, and stays valid.
     let (_, other_key) = app.tenant_with_key("globex").await;
-    let other_keys: Vec<Value> = app
-        .tenant(&other_key, Method::GET, "/api/v1/api-keys")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other_keys: Vec<Value> =
+        send_json(app.tenant(&other_key, Method::GET, "/api/v1/api-keys")).await;
     let other_id = other_keys[0]["id"].as_str().unwrap();
     let res = app
         .tenant(

@@ -1,21 +1,18 @@
 //! The processing engine end to end: the real api and worker(s), real Postgres and Redis,
 //! destinations on 127.0.0.1. Every test ends with the shared invariant check.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use freight_tests::{
     TestApp, database_url,
-    engine::assert_invariants,
+    engine::{assert_invariants, id_of},
+    sigterm_and_wait,
     sink::{Reply, Sink},
     wait_until,
 };
 use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 fn records(n: usize) -> Vec<Value> {
     (1..=n)
@@ -35,11 +32,6 @@ fn http_job(url: &str, records: Vec<Value>, batch_size: u32, parallelism: u32) -
     })
 }
 
-fn id_of(job: &Value) -> (Uuid, String) {
-    let s = job["id"].as_str().unwrap().to_owned();
-    (s.parse().unwrap(), s)
-}
-
 /// A worker that queues a job's next batch fetches it at once rather than at its next
 /// poll: with a one-minute poll interval, a job of five one-at-a-time batches still
 /// finishes in seconds (only the first batch waits for a poll: the worker's first).
@@ -52,10 +44,9 @@ async fn a_job_s_next_batch_does_not_wait_for_the_poll_interval() {
         .create_job(&key, &http_job(&sink.url(), records(50), 10, 1))
         .await;
     let (job_id, id) = id_of(&job);
-    let mut settings = app.env.settings.clone();
-    freight_tests::engine::fast_engine(&mut settings);
-    settings.worker.poll_interval = Duration::from_secs(60);
-    let _worker = freight_tests::engine::InProcessWorker::start(settings).await;
+    let _worker = app
+        .start_worker_with(|s| s.worker.poll_interval = Duration::from_secs(60))
+        .await;
     let done = app.wait_finished(&key, &id, Duration::from_secs(20)).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["batches"]["succeeded"], 5);
@@ -417,10 +408,7 @@ async fn a_sigkilled_worker_loses_nothing() {
         "every record reached the destination (some twice, same idempotency key)"
     );
     assert_invariants(&app.db, job_id).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &survivor.id().to_string()])
-        .status();
-    let _ = survivor.wait();
+    sigterm_and_wait(&mut survivor);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use freight_tests::{TestApp, inline_job};
+use freight_tests::{TestApp, inline_job, send_json};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -129,14 +129,7 @@ async fn a_tenant_cannot_revoke_another_tenants_key() {
     let app = TestApp::spawn().await;
     let (_, a) = app.tenant_with_key("acme").await;
     let (_, b) = app.tenant_with_key("globex").await;
-    let keys: Vec<Value> = app
-        .tenant(&a, Method::GET, "/api/v1/api-keys")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: Vec<Value> = send_json(app.tenant(&a, Method::GET, "/api/v1/api-keys")).await;
     let a_key_id = keys[0]["id"].as_str().unwrap();
     let res = app
         .tenant(&b, Method::DELETE, &format!("/api/v1/api-keys/{a_key_id}"))
@@ -145,14 +138,7 @@ async fn a_tenant_cannot_revoke_another_tenants_key() {
         .unwrap();
     expect_problem(res, StatusCode::NOT_FOUND, "B revokes A's key").await;
     // B's listing does not show A's key either, and A's key still works.
-    let b_keys: Vec<Value> = app
-        .tenant(&b, Method::GET, "/api/v1/api-keys")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let b_keys: Vec<Value> = send_json(app.tenant(&b, Method::GET, "/api/v1/api-keys")).await;
     assert!(b_keys.iter().all(|k| k["id"] != a_key_id), "{b_keys:?}");
     assert_eq!(
         app.tenant(&a, Method::GET, "/api/v1/jobs")

@@ -1,15 +1,12 @@
 //! Metrics, the workers list and queue depth, observed from outside: worker processes run
 //! as real binaries so their metrics are this test's alone.
 
-use std::{
-    collections::HashMap,
-    process::{Child, Command},
-    time::Duration,
-};
+use std::{collections::HashMap, process::Child, time::Duration};
 
 use freight_tests::{
-    TestApp,
+    TestApp, free_port,
     freight_all::FreightAll,
+    send_json, sigterm_and_wait,
     sink::{Reply, Sink},
     wait_until,
 };
@@ -30,14 +27,6 @@ fn worker_binary_with(app: &TestApp, metrics_port: Option<u16>, extra: &[(&str, 
     app.spawn_worker_binary(&vars)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Parses the Prometheus text format into `name{labels} -> value`.
 fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
@@ -49,18 +38,11 @@ fn samples(text: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-}
-
 #[tokio::test]
 async fn worker_metrics_move_with_a_job_and_match_its_counters() {
     let app = TestApp::spawn().await;
     let port = free_port();
-    let worker = worker_binary(&app, Some(port));
+    let mut worker = worker_binary(&app, Some(port));
     let sink = Sink::start(|r| {
         if r.body["id"].as_i64().unwrap_or(0) % 5 == 0 {
             Reply::status(422)
@@ -127,14 +109,14 @@ async fn worker_metrics_move_with_a_job_and_match_its_counters() {
     assert!(text.contains(r#"route="/api/v1/jobs/{id}""#), "{text}");
     assert!(!text.contains(&id), "a job id leaked into a metric label");
     assert!(text.contains("freight_jobs_created_total"));
-    stop(worker);
+    sigterm_and_wait(&mut worker);
 }
 
 #[tokio::test]
 async fn the_workers_list_shows_live_workers_and_drops_a_killed_one() {
     let app =
         TestApp::spawn_with(|s| s.worker.heartbeat_interval = Duration::from_millis(300)).await;
-    let first = worker_binary(&app, None);
+    let mut first = worker_binary(&app, None);
     let mut second = worker_binary(&app, None);
     let list = || async {
         let res = app
@@ -176,7 +158,7 @@ async fn the_workers_list_shows_live_workers_and_drops_a_killed_one() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    stop(first);
+    sigterm_and_wait(&mut first);
 }
 
 #[tokio::test]
@@ -326,29 +308,23 @@ async fn logs_are_structured_and_hold_no_secret() {
     let admin = "operator-token-that-must-not-leak-42";
     let freight = FreightAll::start(&env, admin, &[]).await;
     let (client, base) = (&freight.client, &freight.base);
-    let tenant: Value = client
-        .post(format!("{base}/api/v1/admin/tenants"))
-        .bearer_auth(admin)
-        .json(&json!({"name": "acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key: Value = client
-        .post(format!(
-            "{base}/api/v1/admin/tenants/{}/api-keys",
-            tenant["id"].as_str().unwrap()
-        ))
-        .bearer_auth(admin)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tenant: Value = send_json(
+        client
+            .post(format!("{base}/api/v1/admin/tenants"))
+            .bearer_auth(admin)
+            .json(&json!({"name": "acme"})),
+    )
+    .await;
+    let key: Value = send_json(
+        client
+            .post(format!(
+                "{base}/api/v1/admin/tenants/{}/api-keys",
+                tenant["id"].as_str().unwrap()
+            ))
+            .bearer_auth(admin)
+            .json(&json!({})),
+    )
+    .await;
     let key = key["key"].as_str().unwrap().to_owned();
     let sink = Sink::start(|r| {
         if r.body["id"] == 2 {
@@ -361,19 +337,16 @@ async fn logs_are_structured_and_hold_no_secret() {
     let header_secret = "Bearer header-secret-value-77";
     let url_secret = "urlpassword-secret-88";
     let url = format!("http://user:{url_secret}@{}/import", sink.addr);
-    let job: Value = client
-        .post(format!("{base}/api/v1/jobs"))
-        .bearer_auth(&key)
-        .header("x-request-id", "req-observed-1")
-        .json(&json!({"source": {"type": "inline", "records": [{"id": 1}, {"id": 2}, {"id": 3}]},
-                      "destination": {"type": "http", "url": url, "headers": {"Authorization": header_secret}},
-                      "retry": {"max_attempts": 2, "initial_interval_ms": 50}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = send_json(
+        client
+            .post(format!("{base}/api/v1/jobs"))
+            .bearer_auth(&key)
+            .header("x-request-id", "req-observed-1")
+            .json(&json!({"source": {"type": "inline", "records": [{"id": 1}, {"id": 2}, {"id": 3}]},
+                          "destination": {"type": "http", "url": url, "headers": {"Authorization": header_secret}},
+                          "retry": {"max_attempts": 2, "initial_interval_ms": 50}})),
+    )
+    .await;
     let id = job["id"].as_str().unwrap().to_owned();
     let finished = freight
         .wait_for_job_status(&key, &id, "completed_with_errors", Duration::from_secs(30))
@@ -422,7 +395,7 @@ async fn logs_are_structured_and_hold_no_secret() {
 async fn tenant_labels_appear_only_when_an_operator_turns_them_on() {
     let app = TestApp::spawn().await;
     let port = free_port();
-    let worker = worker_binary_with(&app, Some(port), &[("METRICS_TENANT_LABELS", "true")]);
+    let mut worker = worker_binary_with(&app, Some(port), &[("METRICS_TENANT_LABELS", "true")]);
     let sink = Sink::accepting().await;
     let (tenant, key) = app.tenant_with_key("acme").await;
     let job = app
@@ -443,5 +416,5 @@ async fn tenant_labels_appear_only_when_an_operator_turns_them_on() {
     let m = samples(&scrape);
     let labelled = format!(r#"freight_records_total{{outcome="succeeded",tenant_id="{tenant}"}}"#);
     assert_eq!(m.get(&labelled).copied(), Some(2.0), "{scrape}");
-    stop(worker);
+    sigterm_and_wait(&mut worker);
 }

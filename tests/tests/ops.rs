@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use freight_tests::TestApp;
+use freight_tests::{TestApp, send_json};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -192,14 +192,7 @@ async fn responses_are_compressed_when_asked() {
 #[tokio::test]
 async fn openapi_describes_every_endpoint() {
     let app = TestApp::spawn().await;
-    let doc: Value = app
-        .request(Method::GET, "/api/v1/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = send_json(app.request(Method::GET, "/api/v1/openapi.json")).await;
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3.1"),
         "{}",
@@ -320,14 +313,7 @@ async fn a_json_array_is_not_an_object_body() {
 #[tokio::test]
 async fn the_openapi_document_says_what_errors_and_events_look_like() {
     let app = TestApp::spawn().await;
-    let doc: Value = app
-        .request(Method::GET, "/api/v1/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = send_json(app.request(Method::GET, "/api/v1/openapi.json")).await;
     // Errors are served as application/problem+json, so that is what is documented.
     let mut problems = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use freight_tests::{TestApp, inline_job};
+use freight_tests::{TestApp, inline_job, send_json};
 use reqwest::{Method, Response, StatusCode, header};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value as DbValue};
 use serde_json::{Value, json};
@@ -992,14 +992,7 @@ async fn another_tenants_job_reads_are_not_found() {
 #[tokio::test]
 async fn the_openapi_document_describes_the_read_side() {
     let app = TestApp::spawn().await;
-    let doc: Value = app
-        .request(Method::GET, "/api/v1/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = send_json(app.request(Method::GET, "/api/v1/openapi.json")).await;
     for (path, method) in [
         ("/api/v1/jobs/{id}/batches", "get"),
         ("/api/v1/jobs/{id}/retry-status", "get"),

@@ -11,6 +11,7 @@ use std::{
 use freight_tests::{
     TestApp,
     engine::assert_invariants,
+    send_json,
     sink::{Reply, Sink},
 };
 use reqwest::{Method, StatusCode};
@@ -57,17 +58,8 @@ async fn retrying_a_job_reruns_only_its_dead_letters() {
     assert_eq!(done["status"], "completed_with_errors");
     assert_eq!(done["progress"]["dead_lettered"], 10);
     let dead: Value = app
-        .tenant(
-            &key,
-            Method::GET,
-            &format!("/api/v1/jobs/{id}/dead-letters"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&key, &format!("/api/v1/jobs/{id}/dead-letters"))
+        .await;
     assert_eq!(dead["data"].as_array().unwrap().len(), 10);
     let mut keys: Vec<i64> = dead["data"]
         .as_array()
@@ -111,17 +103,8 @@ async fn retrying_a_job_reruns_only_its_dead_letters() {
     // The dead letters keep their rows, marked requeued; each requeued record now has two
     // terminal rows (one per run) and the latest is `succeeded`.
     let dead: Value = app
-        .tenant(
-            &key,
-            Method::GET,
-            &format!("/api/v1/jobs/{id}/dead-letters"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&key, &format!("/api/v1/jobs/{id}/dead-letters"))
+        .await;
     assert!(
         dead["data"]
             .as_array()
@@ -131,14 +114,8 @@ async fn retrying_a_job_reruns_only_its_dead_letters() {
     );
     assert_eq!(terminal_rows(&app, &id).await, 30);
     // Nothing left to retry now.
-    let again: Value = app
-        .tenant(&key, Method::POST, &format!("/api/v1/jobs/{id}/retry"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: Value =
+        send_json(app.tenant(&key, Method::POST, &format!("/api/v1/jobs/{id}/retry"))).await;
     assert_eq!(again["requeued"], 0);
 }
 
@@ -155,13 +132,8 @@ async fn a_failed_batch_and_chosen_dead_letters_can_be_rerun_but_not_another_ten
     healed.store(true, Ordering::SeqCst);
 
     let batches: Value = app
-        .tenant(&key, Method::GET, &format!("/api/v1/jobs/{id}/batches"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&key, &format!("/api/v1/jobs/{id}/batches"))
+        .await;
     let first = batches["data"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(batches["data"][0]["status"], "failed");
     // Another tenant cannot see or retry it.
@@ -204,17 +176,11 @@ async fn a_failed_batch_and_chosen_dead_letters_can_be_rerun_but_not_another_ten
 
     // The second batch's dead letters by id: the other tenant's request requeues none.
     let dead: Value = app
-        .tenant(
+        .get_json(
             &key,
-            Method::GET,
             &format!("/api/v1/jobs/{id}/dead-letters?include_requeued=false"),
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     let ids: Vec<Value> = dead["data"]
         .as_array()
         .unwrap()

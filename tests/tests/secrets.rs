@@ -7,10 +7,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use freight_core::secrets::Keyring;
 use freight_tests::{
-    SECRET_KEY, TestApp, database_url, engine::assert_invariants, freight_binary, keyring,
-    sink::Sink, wait_until,
+    SECRET_KEY, TestApp, database_url,
+    engine::{assert_invariants, id_of},
+    freight_binary, keyring,
+    sink::Sink,
+    wait_until,
 };
-use reqwest::Method;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -40,11 +42,6 @@ fn http_job(sink: &Sink, source: Value) -> Value {
 
 fn inline(n: i64) -> Value {
     json!({"type": "inline", "records": (1..=n).map(|i| json!({"id": i})).collect::<Vec<_>>()})
-}
-
-fn id_of(job: &Value) -> (Uuid, String) {
-    let s = job["id"].as_str().unwrap().to_owned();
-    (s.parse().unwrap(), s)
 }
 
 /// The job's stored destination, as a database dump would show it.
@@ -150,10 +147,9 @@ async fn after_a_key_rotation_jobs_still_deliver_and_rotate_moves_them_to_the_ne
     assert_sealed_with(&stored(&app, second_id).await, SECRET_KEY);
 
     // Step 1: workers get the new key, the old one kept for opening. Old jobs deliver.
-    let mut rotated = app.env.settings.clone();
-    freight_tests::engine::fast_engine(&mut rotated);
-    rotated.secrets = keyring(&[NEW_KEY, SECRET_KEY]);
-    let worker = freight_tests::engine::InProcessWorker::start(rotated).await;
+    let worker = app
+        .start_worker_with(|s| s.secrets = keyring(&[NEW_KEY, SECRET_KEY]))
+        .await;
     let done = app
         .wait_finished(&key, &first_str, Duration::from_secs(30))
         .await;
@@ -188,10 +184,9 @@ async fn after_a_key_rotation_jobs_still_deliver_and_rotate_moves_them_to_the_ne
     // Step 3: the old key is gone from the workers; the rotated job still delivers.
     upload_ok(&app, &key, &second_str, NDJSON, "{\"id\":1}\n{\"id\":2}\n").await;
     assert_eq!(start(&app, &key, &second_str).await.status(), 202);
-    let mut new_only = app.env.settings.clone();
-    freight_tests::engine::fast_engine(&mut new_only);
-    new_only.secrets = keyring(&[NEW_KEY]);
-    let _worker = freight_tests::engine::InProcessWorker::start(new_only).await;
+    let _worker = app
+        .start_worker_with(|s| s.secrets = keyring(&[NEW_KEY]))
+        .await;
     let done = app
         .wait_finished(&key, &second_str, Duration::from_secs(30))
         .await;
@@ -209,10 +204,9 @@ async fn a_worker_without_the_key_makes_records_wait_not_dead_letter() {
     let (job_id, id) = id_of(&job);
 
     // A worker configured without the key (a forgotten variable in a deploy).
-    let mut keyless = app.env.settings.clone();
-    freight_tests::engine::fast_engine(&mut keyless);
-    keyless.secrets = Keyring::disabled();
-    let worker = freight_tests::engine::InProcessWorker::start(keyless).await;
+    let worker = app
+        .start_worker_with(|s| s.secrets = Keyring::disabled())
+        .await;
     // Each batch is taken again and again, well past max_attempts (2)...
     let claims =
         format!("SELECT coalesce(min(attempts), 0)::bigint FROM batches WHERE job_id = '{job_id}'");
@@ -236,13 +230,8 @@ async fn a_worker_without_the_key_makes_records_wait_not_dead_letter() {
     // The reason names the key, never a secret.
     let key_id = keyring(&[SECRET_KEY]).current_id().unwrap().to_owned();
     let batches: Value = app
-        .tenant(&key, Method::GET, &format!("/api/v1/jobs/{id}/batches"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&key, &format!("/api/v1/jobs/{id}/batches"))
+        .await;
     let shown = batches.to_string();
     assert!(shown.contains(&key_id), "{shown}");
     assert!(!shown.contains(HEADER_SECRET) && !shown.contains(URL_SECRET));
