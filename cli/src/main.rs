@@ -57,6 +57,15 @@ enum SecretsCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no settings: it must work while FREIGHT_SECRET_KEY is missing or malformed,
+    // which is when the configuration error sends the operator here.
+    if let Command::Secrets {
+        command: SecretsCommand::GenerateKey,
+    } = cli.command
+    {
+        println!("{}", freight_core::secrets::generate_key());
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -75,10 +84,7 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate(settings).await,
         Command::Secrets {
             command: SecretsCommand::GenerateKey,
-        } => {
-            println!("{}", freight_core::secrets::generate_key());
-            Ok(())
-        }
+        } => unreachable!("answered before the settings are read"),
         Command::Secrets {
             command: SecretsCommand::Rotate { batch_size },
         } => rotate(settings, batch_size).await,

@@ -118,6 +118,25 @@ async fn a_bad_setting_stops_the_process_naming_the_variable() {
     assert!(stderr.contains("WORKER_CONCURRENCY"), "{stderr}");
 }
 
+/// The configuration error for a bad key tells the operator to run `freight secrets
+/// generate-key`, so that command must not need a valid key itself.
+#[tokio::test]
+async fn generate_key_works_while_the_secret_key_setting_is_malformed() {
+    let out = Command::new(freight_binary())
+        .args(["secrets", "generate-key"])
+        .env("FREIGHT_SECRET_KEY", "not-a-key")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap();
+    let ring = freight_core::secrets::Keyring::from_settings(Some(key.trim()), None);
+    assert!(ring.is_ok_and(|r| r.is_enabled()), "a usable key: {key}");
+}
+
 #[tokio::test]
 async fn a_process_refuses_a_schema_it_does_not_know_unless_it_migrates() {
     // An empty database with MIGRATE_ON_START=false: the worker names the fix and exits 1.
