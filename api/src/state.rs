@@ -20,6 +20,11 @@ pub struct AppState {
     pub rate_limiter: Arc<crate::auth::rate_limit::RateLimiter>,
     /// Serialised job views by `(tenant, job)`, for `GET /api/v1/jobs/{id}`.
     pub job_views: JobViews,
+    /// Upload transactions running at once on this replica: half the database pool.
+    /// Each holds a connection for its `COPY` and borrows a second for a moment per
+    /// chunk to number it (`repo::jobs::append_records`), so with at most half the pool
+    /// in uploads the numbering always finds a connection.
+    pub uploads: Arc<tokio::sync::Semaphore>,
     admin_token_digest: [u8; 32],
 }
 
@@ -74,6 +79,9 @@ impl AppState {
             job_watch: Arc::default(),
             rate_limiter: Arc::default(),
             job_views: JobViews::new(settings.http.job_view_ttl),
+            uploads: Arc::new(tokio::sync::Semaphore::new(
+                (settings.database.max_connections as usize / 2).max(1),
+            )),
             settings,
             auth,
             admin_token_digest: token_digest(admin_token),

@@ -66,6 +66,9 @@ pub struct Model {
     pub idempotency_key: Option<String>,
     pub request_hash: Option<String>,
     pub total_records: i64,
+    /// The highest record sequence number handed out to an upload: `total_records`
+    /// unless uploads ran concurrently or one failed after reserving (gaps).
+    pub last_reserved_seq: i64,
     pub succeeded_records: i64,
     pub dead_lettered_records: i64,
     pub cancelled_records: i64,

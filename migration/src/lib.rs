@@ -12,6 +12,7 @@ mod m20261122_000004_ledger_costs;
 mod m20261122_000005_payload_as_json;
 mod m20261122_000010_audit;
 mod m20261122_000011_pending_limit;
+mod m20261204_000012_concurrent_uploads;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_payload_as_json::Migration),
             Box::new(m20261122_000010_audit::Migration),
             Box::new(m20261122_000011_pending_limit::Migration),
+            Box::new(m20261204_000012_concurrent_uploads::Migration),
         ]
     }
 }

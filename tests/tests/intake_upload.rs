@@ -1,7 +1,14 @@
 //! `upload` jobs: records arrive in several NDJSON or JSON-array calls, each all or
 //! nothing, then `start` closes the upload and plans the batches.
 
-use freight_tests::{TestApp, inline_job};
+use std::time::Duration;
+
+use freight_tests::{
+    TestApp,
+    engine::{assert_invariants, id_of},
+    inline_job,
+    sink::Sink,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -471,4 +478,188 @@ async fn ndjson_records_are_stored_as_sent_with_the_key_postgres_would_extract()
         assert_eq!(ours, pg, "record_key of {sent}");
     }
     assert_eq!(stored.len(), lines.len());
+}
+
+/// Uploads to one job run at once: none waits for another's `COPY`, each is still all
+/// or nothing, and every accepted record is numbered exactly once, in its call's order.
+#[tokio::test]
+async fn concurrent_uploads_to_one_job_number_every_record_once() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let batch_size = 1000;
+    let job = app
+        .create_job(&key, &upload_job(batch_size, Some("ref")))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    // Four good calls of 12,000 records (three chunks each, so their numbering can
+    // interleave) and one that fails at its 11,000th line, all at once.
+    let per_call = 12_000i64;
+    let calls = 4i64;
+    let good = (0..calls).map(|c| {
+        let body: String = (c * per_call + 1..=(c + 1) * per_call)
+            .map(|n| line(n) + "\n")
+            .collect();
+        upload(&app, &key, &id, NDJSON, body)
+    });
+    let mut bad: String = (1_000_001..=1_010_999).map(|n| line(n) + "\n").collect();
+    bad.push_str("{oops}\n");
+    let (good, bad) = tokio::join!(
+        futures::future::join_all(good),
+        upload(&app, &key, &id, NDJSON, bad)
+    );
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let mut totals = Vec::new();
+    for res in good {
+        let status = res.status();
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["accepted"], per_call, "{v}");
+        totals.push(v["total"].as_i64().unwrap());
+    }
+    // Each call's total counts itself and the calls committed before it.
+    totals.sort();
+    assert_eq!(
+        totals,
+        (1..=calls).map(|c| c * per_call).collect::<Vec<_>>(),
+        "the totals the calls reported"
+    );
+    let total = calls * per_call;
+    assert_eq!(get_job(&app, &key, &id).await["progress"]["total"], total);
+
+    // Every good record once, none of the failed call's, and within a call the numbers
+    // follow the lines.
+    let stored = rows(
+        &app,
+        &format!("SELECT seq, (payload->>'n')::bigint AS n FROM job_records WHERE job_id = '{id}' ORDER BY n"),
+    )
+    .await;
+    assert_eq!(stored.len() as i64, total);
+    let mut last_seq = 0i64;
+    for (i, row) in stored.iter().enumerate() {
+        let (seq, n): (i64, i64) = (
+            row.try_get("", "seq").unwrap(),
+            row.try_get("", "n").unwrap(),
+        );
+        assert_eq!(
+            n,
+            i as i64 + 1,
+            "record {} is missing or stored twice",
+            i + 1
+        );
+        if (n - 1) % per_call != 0 {
+            assert!(
+                seq > last_seq,
+                "record {n} is numbered {seq}, before the line above it ({last_seq})"
+            );
+        }
+        last_seq = seq;
+    }
+
+    // The plan cuts whatever numbers were used (the failed call's may be unused) into
+    // batches of exactly `batch_size` records, each record in one batch.
+    let res = start(&app, &key, &id).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let job: Value = res.json().await.unwrap();
+    assert_eq!(job["progress"]["total"], total);
+    assert_eq!(job["batches"]["total"], total / batch_size);
+    let planned = rows(
+        &app,
+        &format!(
+            "SELECT b.first_record_seq, b.last_record_seq, b.record_count::bigint AS record_count,
+                    (SELECT count(*) FROM job_records r WHERE r.job_id = b.job_id
+                       AND r.seq BETWEEN b.first_record_seq AND b.last_record_seq) AS held
+             FROM batches b WHERE b.job_id = '{id}' ORDER BY b.seq"
+        ),
+    )
+    .await;
+    let mut after = 0i64;
+    for b in &planned {
+        let (first, last): (i64, i64) = (
+            b.try_get("", "first_record_seq").unwrap(),
+            b.try_get("", "last_record_seq").unwrap(),
+        );
+        let (count, held): (i64, i64) = (
+            b.try_get("", "record_count").unwrap(),
+            b.try_get("", "held").unwrap(),
+        );
+        assert!(first > after, "batches overlap at {first}");
+        assert_eq!(
+            (count, held),
+            (batch_size, batch_size),
+            "batch {first}..={last}"
+        );
+        after = last;
+    }
+}
+
+/// Numbers left unused, as an upload that failed while another reserved after it
+/// leaves them, upset neither the plan nor the delivery: batches still hold
+/// `batch_size` records, and every record reaches the destination once, under the
+/// idempotency key of its own number.
+#[tokio::test]
+async fn a_job_with_gaps_in_its_numbers_delivers_every_record_once() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let sink = Sink::accepting().await;
+    let mut spec = upload_job(10, Some("ref"));
+    spec["destination"]["url"] = json!(sink.url());
+    let job = app.create_job(&key, &spec).await;
+    let (job_id, id) = id_of(&job);
+
+    let body: String = (1..=25).map(|n| line(n) + "\n").collect();
+    assert_eq!(upload_ok(&app, &key, &id, NDJSON, body).await, (25, 25));
+    // Numbers 26..=32 handed out to an upload that never committed.
+    rows(
+        &app,
+        &format!("UPDATE jobs SET last_reserved_seq = last_reserved_seq + 7 WHERE id = '{id}' RETURNING id"),
+    )
+    .await;
+    let body: String = (26..=55).map(|n| line(n) + "\n").collect();
+    assert_eq!(upload_ok(&app, &key, &id, NDJSON, body).await, (30, 55));
+    let seq_of = |n: i64| if n <= 25 { n } else { n + 7 };
+
+    assert_eq!(start(&app, &key, &id).await.status(), StatusCode::ACCEPTED);
+    let planned: Vec<(i64, i64, i64)> = rows(
+        &app,
+        &format!("SELECT first_record_seq, last_record_seq, record_count::bigint AS c FROM batches WHERE job_id = '{id}' ORDER BY seq"),
+    )
+    .await
+    .iter()
+    .map(|b| {
+        (
+            b.try_get("", "first_record_seq").unwrap(),
+            b.try_get("", "last_record_seq").unwrap(),
+            b.try_get("", "c").unwrap(),
+        )
+    })
+    .collect();
+    assert_eq!(
+        planned,
+        [
+            (1, 10, 10),
+            (11, 20, 10),
+            (21, 37, 10),
+            (38, 47, 10),
+            (48, 57, 10),
+            (58, 62, 5)
+        ]
+    );
+
+    let _worker = app.start_worker().await;
+    let done = app.wait_finished(&key, &id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"]["succeeded"], 55);
+    let mut keys: Vec<(String, i64)> = sink
+        .received()
+        .iter()
+        .map(|r| (r.idempotency_key.clone(), r.body["n"].as_i64().unwrap()))
+        .collect();
+    keys.sort_by_key(|(_, n)| *n);
+    keys.dedup();
+    let expected: Vec<(String, i64)> = (1..=55)
+        .map(|n| (format!("{id}:{}", seq_of(n)), n))
+        .collect();
+    assert_eq!(keys, expected);
+    assert_invariants(&app.db, job_id).await;
 }

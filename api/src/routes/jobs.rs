@@ -303,27 +303,30 @@ async fn upload_records(
         }
         UploadFormat::Ndjson => parse_ahead(body, key),
     };
+    let _upload = state
+        .uploads
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     let txn = PgTxn::begin(&state.db).await?;
-    let job = jobs::lock(&txn, auth.tenant_id, id).await?;
-    let total = jobs::append_records(&txn, &job, max_records, chunks).await?;
-    let appended = total - job.total_records;
-    jobs::set_total(&txn, job.id, total).await?;
-    tenants::enforce_pending_limit(&txn, auth.tenant_id, "records", total).await?;
+    let job = jobs::lock_for_upload(&txn, auth.tenant_id, id).await?;
+    let appended = jobs::append_records(&state.db, &txn, &job, max_records, chunks).await?;
+    tenants::enforce_pending_limit(&txn, auth.tenant_id, "records", appended.total).await?;
     txn.commit().await?;
     state.job_views.forget(auth.tenant_id, id);
     Ok((
         StatusCode::ACCEPTED,
         Json(UploadAccepted {
-            accepted: appended,
-            total,
+            accepted: appended.accepted,
+            total: appended.total,
         }),
     ))
 }
 
 /// Chunks of parsed records an upload may hold ahead of what Postgres has taken: about
-/// 80,000 records (some 20 MiB). Parsing starts before the job's lock is granted, so an
-/// upload waiting behind another to the same job parses meanwhile, and once granted it
-/// streams into `COPY` as fast as Postgres takes it.
+/// 80,000 records (some 20 MiB). Parsing starts before the upload's transaction, so an
+/// upload waiting for a turn (`AppState::uploads`, or a start holding the job) parses
+/// meanwhile, and then streams into `COPY` as fast as Postgres takes it.
 const PARSE_AHEAD: usize = 16;
 
 /// Reads and checks an NDJSON body in a task of its own, up to [`PARSE_AHEAD`] chunks

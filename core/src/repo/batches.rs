@@ -9,17 +9,37 @@ use uuid::Uuid;
 
 use crate::error::Result;
 
-/// Cuts a job's records into contiguous batches of `batch_size`, in one statement.
-/// Guard: runs once per job, inside the transaction that creates or starts it.
+/// Cuts a job's records into batches of `batch_size` consecutive records, in one
+/// statement. Records numbered `1 ..= total` without gaps (every inline job, and an
+/// upload whose calls neither overlapped nor failed) are cut by arithmetic; otherwise
+/// the records themselves are counted off in `seq` order, so a batch covers a range of
+/// numbers with gaps in it but still holds `batch_size` records.
+/// Guard: runs once per job, inside the transaction that creates, starts or cancels it,
+/// with the job locked (no upload in flight).
 pub async fn plan(db: &impl ConnectionTrait, job: &job::Model) -> Result<u64> {
+    let mut values: Vec<sea_orm::Value> = vec![
+        job.id.into(),
+        job.tenant_id.into(),
+        (job.batch_size as i64).into(),
+    ];
+    let sql = if job.last_reserved_seq == job.total_records {
+        values.push(job.total_records.into());
+        "INSERT INTO batches (id, job_id, tenant_id, seq, first_record_seq, last_record_seq, record_count, status)
+         SELECT gen_random_uuid(), $1, $2, (g + 1)::int, g * $3 + 1, LEAST((g + 1) * $3, $4),
+                (LEAST((g + 1) * $3, $4) - g * $3)::int, 'pending'
+         FROM generate_series(0::bigint, ($4 - 1) / $3) AS g"
+    } else {
+        "INSERT INTO batches (id, job_id, tenant_id, seq, first_record_seq, last_record_seq, record_count, status)
+         SELECT gen_random_uuid(), $1, $2, (g + 1)::int, min(seq), max(seq), count(*)::int, 'pending'
+         FROM (SELECT seq, (row_number() OVER (ORDER BY seq) - 1) / $3 AS g
+               FROM job_records WHERE job_id = $1) numbered
+         GROUP BY g"
+    };
     let res = db
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "INSERT INTO batches (id, job_id, tenant_id, seq, first_record_seq, last_record_seq, record_count, status)
-             SELECT gen_random_uuid(), $1, $2, (g + 1)::int, g * $3 + 1, LEAST((g + 1) * $3, $4),
-                    (LEAST((g + 1) * $3, $4) - g * $3)::int, 'pending'
-             FROM generate_series(0::bigint, ($4 - 1) / $3) AS g",
-            [job.id.into(), job.tenant_id.into(), (job.batch_size as i64).into(), job.total_records.into()],
+            sql,
+            values,
         ))
         .await?;
     Ok(res.rows_affected())

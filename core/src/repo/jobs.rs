@@ -1,11 +1,13 @@
 //! `jobs`: creation (with its records and batch plan), reads, lists, upload and start.
 
+use std::sync::{Arc, Mutex};
+
 use chrono::{Duration, Utc};
 use entity::job::{self, JobStatus};
 use futures::{Stream, StreamExt};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -92,7 +94,7 @@ pub async fn create(
                 if new.source == SourceKind::Inline {
                     let key = new.record_key.as_deref();
                     let staged = records.iter().map(|r| Staged::of(r, key)).collect();
-                    records::stage_all(&txn, tenant_id, job.id, 0, staged).await?;
+                    records::stage_all(&txn, tenant_id, job.id, 1, staged).await?;
                     batches::plan(&txn, &job).await?;
                     tenants::enforce_pending_limit(
                         &txn,
@@ -162,6 +164,7 @@ async fn insert(
         idempotency_key: Set(idempotency.map(|i| i.key.clone())),
         request_hash: Set(idempotency.map(|i| i.fingerprint.clone())),
         total_records: Set(total),
+        last_reserved_seq: Set(total),
         succeeded_records: Set(0),
         dead_lettered_records: Set(0),
         cancelled_records: Set(0),
@@ -230,12 +233,28 @@ pub async fn list(
     Ok(page.finish(q.all(db).await?, |j| j.id))
 }
 
-/// Locks the tenant's job for the rest of `txn` (`SELECT … FOR UPDATE`): uploads to one
-/// job, and its start, run one at a time, so record sequence numbers never collide.
+/// Locks the tenant's job for the rest of `txn` (`SELECT … FOR UPDATE`): its start, its
+/// cancel, and uploads in flight to it (see [`lock_for_upload`]) exclude each other.
 pub async fn lock(txn: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uuid) -> Result<job::Model> {
     job::Entity::find_by_id(job_id)
         .filter(job::Column::TenantId.eq(tenant_id))
         .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(Error::NotFound("job"))
+}
+
+/// Locks the tenant's job for an upload, for the rest of `txn`: `FOR KEY SHARE`, which
+/// other uploads to the job share (they number their records with
+/// [`reserve_seqs`], not under this lock) and a start or cancel ([`lock`]) waits for.
+pub async fn lock_for_upload(
+    txn: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> Result<job::Model> {
+    job::Entity::find_by_id(job_id)
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .lock(sea_orm::sea_query::LockType::KeyShare)
         .one(txn)
         .await?
         .ok_or(Error::NotFound("job"))
@@ -251,52 +270,190 @@ pub fn require_awaiting_upload(job: &job::Model, action: &str) -> Result<()> {
     )))
 }
 
-/// Appends uploaded records to a job locked by [`lock`] as `chunks` arrive, numbering
-/// them after those it already has, and stops at the first chunk that would take the
-/// job over `max_records`. Returns the job's new total.
+/// Hands out the job's next `n` record sequence numbers and returns the first.
+///
+/// Guard: runs in a transaction of its own on `db`, committed at once, never inside an
+/// upload's transaction: the row lock it takes lasts only that transaction, so uploads
+/// to one job do not wait for each other's `COPY`. Numbers reserved by an upload that
+/// then fails are never used (gaps, which [`batches::plan`] allows for).
+///
+/// Its commit does not wait for the WAL to reach the disk (`synchronous_commit = off`):
+/// the upload's own commit, later in the WAL, flushes it, and a reservation lost in a
+/// crash is one whose upload did not commit either.
+async fn reserve_seqs(db: &DatabaseConnection, job_id: Uuid, n: i64) -> Result<i64> {
+    let txn = db.begin().await?;
+    txn.execute_unprepared("SET LOCAL synchronous_commit = off")
+        .await?;
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE jobs SET last_reserved_seq = last_reserved_seq + $2
+             WHERE id = $1 AND status = 'awaiting_upload'
+             RETURNING last_reserved_seq - $2 + 1 AS first",
+            [job_id.into(), n.into()],
+        ))
+        .await?;
+    txn.commit().await?;
+    match row {
+        Some(row) => Ok(row.try_get("", "first")?),
+        None => Err(Error::Conflict(
+            "job is no longer awaiting_upload; records can be added only while it is awaiting_upload".into(),
+        )),
+    }
+}
+
+/// What an upload added.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    /// Records this upload added.
+    pub accepted: i64,
+    /// The job's records once it commits, other uploads' included.
+    pub total: i64,
+}
+
+/// Appends uploaded records to a job locked by [`lock_for_upload`] as `chunks` arrive,
+/// numbering each chunk with [`reserve_seqs`] on `db`, and stops at the first chunk that
+/// would take the job over `max_records`. Adds them to the job's total last, under the
+/// job's row lock until `txn` ends (concurrent uploads take turns only there). On an
+/// error the caller rolls `txn` back; the numbers reserved are given back first when
+/// no other upload has reserved any since ([`Reserved::give_back`]), so a refused upload
+/// leaves no gap unless uploads overlapped.
 pub async fn append_records<E: From<Error>>(
+    db: &DatabaseConnection,
     txn: &PgTxn,
     job: &job::Model,
     max_records: Option<i64>,
     chunks: impl Stream<Item = std::result::Result<Vec<Staged>, E>>,
-) -> std::result::Result<i64, E> {
+) -> std::result::Result<Appended, E> {
     require_awaiting_upload(job, "records can be added")?;
     let mut total = job.total_records;
     let within_limit = chunks.map(move |chunk| {
         let chunk = chunk?;
         total += chunk.len() as i64;
         match max_records {
-            Some(max) if total > max => Err(E::from(Error::field(
-                "records",
-                format!("this tenant's jobs hold at most {max} records"),
-            ))),
+            Some(max) if total > max => Err(E::from(over_record_limit(max))),
             _ => Ok(chunk),
         }
     });
-    let staged = records::stage(txn, job.tenant_id, job.id, job.total_records, within_limit)
+    let reserved = Arc::new(Mutex::new(Reserved::default()));
+    let numbered = within_limit.then({
+        let (db, reserved, job_id) = (db.clone(), reserved.clone(), job.id);
+        move |chunk| {
+            let (db, reserved) = (db.clone(), reserved.clone());
+            async move {
+                let records = chunk?;
+                let n = records.len() as i64;
+                if n == 0 {
+                    return Ok(records::Numbered {
+                        first_seq: 1,
+                        records,
+                    });
+                }
+                let first_seq = reserve_seqs(&db, job_id, n).await?;
+                reserved.lock().expect("not poisoned").add(first_seq, n);
+                Ok(records::Numbered { first_seq, records })
+            }
+        }
+    });
+    let staged = records::stage(txn, job.tenant_id, job.id, numbered)
         .await
         .map_err(|e| match e {
             CopyError::Source(e) => e,
             CopyError::Database(e) => E::from(Error::from(e)),
-        })?;
-    Ok(job.total_records + staged as i64)
+        });
+    let appended = match staged {
+        Ok(accepted) => add_to_total(txn, job.id, accepted as i64, max_records)
+            .await
+            .map(|total| Appended {
+                accepted: accepted as i64,
+                total,
+            })
+            .map_err(E::from),
+        Err(e) => Err(e),
+    };
+    if appended.is_err() {
+        let reserved = *reserved.lock().expect("not poisoned");
+        reserved.give_back(db, job.id).await;
+    }
+    appended
 }
 
-/// Records the new total of a job after uploads.
-pub async fn set_total(txn: &impl ConnectionTrait, job_id: Uuid, total: i64) -> Result<()> {
-    job::Entity::update_many()
-        .col_expr(
-            job::Column::TotalRecords,
-            sea_orm::sea_query::Expr::value(total),
-        )
-        .col_expr(
-            job::Column::UpdatedAt,
-            sea_orm::sea_query::Expr::value(Utc::now()),
-        )
-        .filter(job::Column::Id.eq(job_id))
-        .exec(txn)
+fn over_record_limit(max: i64) -> Error {
+    Error::field(
+        "records",
+        format!("this tenant's jobs hold at most {max} records"),
+    )
+}
+
+/// The sequence numbers one upload reserved.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reserved {
+    first: i64,
+    last: i64,
+    /// Every reservation followed the previous one directly (no other upload's between).
+    contiguous: bool,
+}
+
+impl Reserved {
+    fn add(&mut self, first: i64, n: i64) {
+        if n == 0 {
+            return;
+        }
+        if self.last == 0 {
+            (self.first, self.contiguous) = (first, true);
+        } else if first != self.last + 1 {
+            self.contiguous = false;
+        }
+        self.last = first + n - 1;
+    }
+
+    /// Returns a failed upload's numbers to the job if they are the last handed out, so
+    /// the next upload continues where the last one that succeeded ended.
+    ///
+    /// Guard: the upload's transaction must hold no row lock on the job beyond its
+    /// `KEY SHARE` (true whenever [`add_to_total`] has not updated the row), or this
+    /// statement, on another connection, would wait for a transaction that ends only
+    /// after it. Best effort: a gap left behind costs nothing but a number.
+    async fn give_back(self, db: &DatabaseConnection, job_id: Uuid) {
+        if self.last == 0 || !self.contiguous {
+            return;
+        }
+        let res = db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "UPDATE jobs SET last_reserved_seq = $2 WHERE id = $1 AND last_reserved_seq = $3",
+                [job_id.into(), (self.first - 1).into(), self.last.into()],
+            ))
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(%job_id, error = %e, "could not give back a failed upload's sequence numbers");
+        }
+    }
+}
+
+/// Adds an upload's records to the job's total and returns the new total, unless that
+/// would exceed `max_records`: then the row is left alone (not even locked) and the
+/// upload is refused.
+async fn add_to_total(
+    txn: &impl ConnectionTrait,
+    job_id: Uuid,
+    added: i64,
+    max_records: Option<i64>,
+) -> Result<i64> {
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE jobs SET total_records = total_records + $2, updated_at = now()
+             WHERE id = $1 AND ($3::bigint IS NULL OR total_records + $2 <= $3)
+             RETURNING total_records",
+            [job_id.into(), added.into(), max_records.into()],
+        ))
         .await?;
-    Ok(())
+    match (row, max_records) {
+        (Some(row), _) => Ok(row.try_get("", "total_records")?),
+        (None, Some(max)) => Err(over_record_limit(max)),
+        (None, None) => Err(Error::NotFound("job")),
+    }
 }
 
 /// Closes an upload: plans the batches and queues the job.

@@ -12,26 +12,29 @@ use crate::{
     pg_txn::{CopyError, PgTxn},
 };
 
-/// Stages records numbered `after + 1 ..` with one `COPY`, streaming each chunk as it
-/// comes: Postgres stores one chunk while the caller prepares the next. The `payload`
-/// column is `json`, so Postgres checks each text as `json_in` does (migration 000005);
-/// NDJSON uploads pass each line's own text, so nothing is serialised twice.
+/// A chunk of records to stage, numbered `first_seq ..` in order.
+pub struct Numbered {
+    pub first_seq: i64,
+    pub records: Vec<Staged>,
+}
+
+/// Stages chunks of numbered records with one `COPY`, streaming each chunk as it comes:
+/// Postgres stores one chunk while the caller prepares the next. The `payload` column is
+/// `json`, so Postgres checks each text as `json_in` does (migration 000005); NDJSON
+/// uploads pass each line's own text, so nothing is serialised twice.
 /// Returns the records staged; a chunk's error stops the copy and comes back as
 /// [`CopyError::Source`].
 pub async fn stage<E>(
     txn: &PgTxn,
     tenant_id: Uuid,
     job_id: Uuid,
-    after: i64,
-    chunks: impl Stream<Item = std::result::Result<Vec<Staged>, E>>,
+    chunks: impl Stream<Item = std::result::Result<Numbered, E>>,
 ) -> std::result::Result<u64, CopyError<E>> {
-    let mut seq = after;
     let rows = chunks.map(move |chunk| {
-        chunk.map(|records| {
+        chunk.map(|Numbered { first_seq, records }| {
             let size: usize = records.iter().map(|r| r.text.len() + 80).sum();
             let mut data = BinaryRows::with_capacity(size);
-            for r in records {
-                seq += 1;
+            for (seq, r) in (first_seq..).zip(records) {
                 data.row(5)
                     .uuid(job_id)
                     .uuid(tenant_id)
@@ -54,11 +57,11 @@ pub async fn stage_all(
     txn: &PgTxn,
     tenant_id: Uuid,
     job_id: Uuid,
-    after: i64,
+    first_seq: i64,
     records: Vec<Staged>,
 ) -> Result<u64> {
-    let once = stream::iter([Ok::<_, Infallible>(records)]);
-    stage(txn, tenant_id, job_id, after, once)
+    let once = stream::iter([Ok::<_, Infallible>(Numbered { first_seq, records })]);
+    stage(txn, tenant_id, job_id, once)
         .await
         .map_err(|e| Error::from(e.into_db()))
 }
