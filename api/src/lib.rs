@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod job_views;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use freight_core::{config::Settings, dispatch::Dispatcher};
 use redis::aio::ConnectionManager;
 use sea_orm::DatabaseConnection;
-use uuid::Uuid;
 
-use crate::auth::{Authenticator, digests_equal, token_digest};
+use crate::{
+    auth::{Authenticator, digests_equal, token_digest},
+    job_views::JobViews,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,41 +28,6 @@ pub struct AppState {
     /// in uploads the numbering always finds a connection.
     pub uploads: Arc<tokio::sync::Semaphore>,
     admin_token_digest: [u8; 32],
-}
-
-/// A short-lived cache of `GET /api/v1/jobs/{id}` bodies: a status poll costs two queries,
-/// and clients poll. Entries live `JOB_VIEW_CACHE_TTL`; every handler that changes a job
-/// through this replica calls [`JobViews::forget`] for it, so a client sees its own
-/// writes at once.
-#[derive(Clone)]
-pub struct JobViews(moka::sync::Cache<(Uuid, Uuid), bytes::Bytes>);
-
-impl JobViews {
-    pub fn new(ttl: std::time::Duration) -> Self {
-        Self(
-            moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-        )
-    }
-
-    pub fn get(&self, tenant_id: Uuid, job_id: Uuid) -> Option<bytes::Bytes> {
-        self.0.get(&(tenant_id, job_id))
-    }
-
-    pub fn put(&self, tenant_id: Uuid, job_id: Uuid, body: bytes::Bytes) {
-        self.0.insert((tenant_id, job_id), body);
-    }
-
-    pub fn forget(&self, tenant_id: Uuid, job_id: Uuid) {
-        self.0.invalidate(&(tenant_id, job_id));
-    }
-
-    /// For a write whose jobs are not known up front (a requeue by dead-letter ids).
-    pub fn forget_all(&self) {
-        self.0.invalidate_all();
-    }
 }
 
 impl AppState {

@@ -35,6 +35,7 @@ use crate::{
     auth::AuthTenant,
     error::{ApiError, ApiResult, Problem},
     extract::{ApiJson, ApiPath, ApiQuery, from_value, media_type, parse_json},
+    job_views::Lookup,
     state::AppState,
     views::{JobView, Page},
 };
@@ -192,15 +193,22 @@ async fn get_job(
     auth: AuthTenant,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Response> {
-    let body = match state.job_views.get(auth.tenant_id, id) {
-        Some(body) => body,
-        None => {
-            let job = jobs::get(&state.db, auth.tenant_id, id).await?;
-            let view = job_view(&state.db, job).await?;
-            let body = bytes::Bytes::from(
-                serde_json::to_vec(&view).map_err(|e| ApiError::Internal(e.to_string()))?,
-            );
-            state.job_views.put(auth.tenant_id, id, body.clone());
+    let body = match state.job_views.lookup(auth.tenant_id, id) {
+        Lookup::Hit(body) => body,
+        Lookup::HitRefresh(body, ticket) => {
+            let (state, tenant_id) = (state.clone(), auth.tenant_id);
+            tokio::spawn(async move {
+                // A failed refresh leaves the entry to expire; the next read after that
+                // reads the job itself and reports the error.
+                if let Ok(fresh) = read_job_view(&state, tenant_id, id).await {
+                    state.job_views.store(ticket, fresh);
+                }
+            });
+            body
+        }
+        Lookup::Miss(ticket) => {
+            let body = read_job_view(&state, auth.tenant_id, id).await?;
+            state.job_views.store(ticket, body.clone());
             body
         }
     };
@@ -212,6 +220,15 @@ async fn get_job(
         body,
     )
         .into_response())
+}
+
+/// The job's view, serialised, as `GET /api/v1/jobs/{id}` serves it.
+async fn read_job_view(state: &AppState, tenant_id: Uuid, id: Uuid) -> ApiResult<bytes::Bytes> {
+    let job = jobs::get(&state.db, tenant_id, id).await?;
+    let view = job_view(&state.db, job).await?;
+    Ok(bytes::Bytes::from(
+        serde_json::to_vec(&view).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
