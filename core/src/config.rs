@@ -136,7 +136,9 @@ impl Settings {
                 url: SecretString::from(
                     env.string("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/freight"),
                 ),
-                max_connections: env.parsed("DATABASE_MAX_CONNECTIONS", 10, 1..=1000)?,
+                // At least 2: an api upload holds one connection for its `COPY` and
+                // numbers its records on another (`repo::jobs::append_records`).
+                max_connections: env.parsed("DATABASE_MAX_CONNECTIONS", 10, 2..=1000)?,
                 min_connections: env.parsed("DATABASE_MIN_CONNECTIONS", 1, 0..=1000)?,
                 acquire_timeout: env.duration("DATABASE_ACQUIRE_TIMEOUT", "5s")?,
             },
@@ -387,6 +389,7 @@ mod tests {
         for (var, val) in [
             ("HTTP_BODY_LIMIT", "ten"),
             ("WORKER_CONCURRENCY", "0"),
+            ("DATABASE_MAX_CONNECTIONS", "1"),
             ("HTTP_REQUEST_TIMEOUT", "soon"),
             ("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", "maybe"),
             ("HTTP_ADDR", "nowhere"),
