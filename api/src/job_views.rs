@@ -39,6 +39,16 @@ struct Cached {
     refreshing: AtomicBool,
 }
 
+impl Cached {
+    fn new(body: Option<Bytes>, read_at: Instant) -> Arc<Self> {
+        Arc::new(Self {
+            body,
+            read_at,
+            refreshing: AtomicBool::new(false),
+        })
+    }
+}
+
 /// What a lookup found.
 pub enum Lookup {
     /// A body to serve.
@@ -103,11 +113,7 @@ impl JobViews {
     /// read that began longer ago than that is stored already expired (ages count from
     /// when the read began), so it is never served.
     pub fn store(&self, ticket: Ticket, body: Bytes) {
-        let view = Arc::new(Cached {
-            body: Some(body),
-            read_at: ticket.read_at,
-            refreshing: AtomicBool::new(false),
-        });
+        let view = Cached::new(Some(body), ticket.read_at);
         let epoch = &self.epoch;
         self.cache.entry(ticket.key).and_compute_with(|current| {
             let unchanged = match (current.as_ref(), &ticket.seen) {
@@ -124,14 +130,8 @@ impl JobViews {
     }
 
     pub fn forget(&self, tenant_id: Uuid, job_id: Uuid) {
-        self.cache.insert(
-            (tenant_id, job_id),
-            Arc::new(Cached {
-                body: None,
-                read_at: Instant::now(),
-                refreshing: AtomicBool::new(false),
-            }),
-        );
+        self.cache
+            .insert((tenant_id, job_id), Cached::new(None, Instant::now()));
     }
 
     /// For a write whose jobs are not known up front (a requeue by dead-letter ids).

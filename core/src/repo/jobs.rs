@@ -7,7 +7,7 @@ use entity::job::{self, JobStatus};
 use futures::{Stream, StreamExt};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait, sea_query::LockType,
 };
 use uuid::Uuid;
 
@@ -236,12 +236,7 @@ pub async fn list(
 /// Locks the tenant's job for the rest of `txn` (`SELECT … FOR UPDATE`): its start, its
 /// cancel, and uploads in flight to it (see [`lock_for_upload`]) exclude each other.
 pub async fn lock(txn: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uuid) -> Result<job::Model> {
-    job::Entity::find_by_id(job_id)
-        .filter(job::Column::TenantId.eq(tenant_id))
-        .lock_exclusive()
-        .one(txn)
-        .await?
-        .ok_or(Error::NotFound("job"))
+    locked(txn, tenant_id, job_id, LockType::Update).await
 }
 
 /// Locks the tenant's job for an upload, for the rest of `txn`: `FOR KEY SHARE`, which
@@ -252,9 +247,18 @@ pub async fn lock_for_upload(
     tenant_id: Uuid,
     job_id: Uuid,
 ) -> Result<job::Model> {
+    locked(txn, tenant_id, job_id, LockType::KeyShare).await
+}
+
+async fn locked(
+    txn: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    mode: LockType,
+) -> Result<job::Model> {
     job::Entity::find_by_id(job_id)
         .filter(job::Column::TenantId.eq(tenant_id))
-        .lock(sea_orm::sea_query::LockType::KeyShare)
+        .lock(mode)
         .one(txn)
         .await?
         .ok_or(Error::NotFound("job"))
@@ -272,28 +276,26 @@ pub fn require_awaiting_upload(job: &job::Model, action: &str) -> Result<()> {
 
 /// Hands out the job's next `n` record sequence numbers and returns the first.
 ///
-/// Guard: runs in a transaction of its own on `db`, committed at once, never inside an
-/// upload's transaction: the row lock it takes lasts only that transaction, so uploads
-/// to one job do not wait for each other's `COPY`. Numbers reserved by an upload that
-/// then fails are never used (gaps, which [`batches::plan`] allows for).
+/// Guard: a statement of its own on `db`, committed at once, never inside an upload's
+/// transaction: the row lock it takes lasts only that statement, so uploads to one job
+/// do not wait for each other's `COPY`. Numbers reserved by an upload that then fails
+/// are never used (gaps, which [`batches::plan`] allows for).
 ///
-/// Its commit does not wait for the WAL to reach the disk (`synchronous_commit = off`):
+/// Its commit does not wait for the WAL to reach the disk (`set_config(…, true)` sets
+/// `synchronous_commit = off` for the statement's own transaction, in one round trip):
 /// the upload's own commit, later in the WAL, flushes it, and a reservation lost in a
 /// crash is one whose upload did not commit either.
 async fn reserve_seqs(db: &DatabaseConnection, job_id: Uuid, n: i64) -> Result<i64> {
-    let txn = db.begin().await?;
-    txn.execute_unprepared("SET LOCAL synchronous_commit = off")
-        .await?;
-    let row = txn
+    let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE jobs SET last_reserved_seq = last_reserved_seq + $2
              WHERE id = $1 AND status = 'awaiting_upload'
+               AND set_config('synchronous_commit', 'off', true) = 'off'
              RETURNING last_reserved_seq - $2 + 1 AS first",
             [job_id.into(), n.into()],
         ))
         .await?;
-    txn.commit().await?;
     match row {
         Some(row) => Ok(row.try_get("", "first")?),
         None => Err(Error::Conflict(
@@ -355,22 +357,17 @@ pub async fn append_records<E: From<Error>>(
             }
         }
     });
-    let staged = records::stage(txn, job.tenant_id, job.id, numbered)
-        .await
-        .map_err(|e| match e {
-            CopyError::Source(e) => e,
-            CopyError::Database(e) => E::from(Error::from(e)),
-        });
-    let appended = match staged {
-        Ok(accepted) => add_to_total(txn, job.id, accepted as i64, max_records)
+    let appended = async {
+        let accepted = records::stage(txn, job.tenant_id, job.id, numbered)
             .await
-            .map(|total| Appended {
-                accepted: accepted as i64,
-                total,
-            })
-            .map_err(E::from),
-        Err(e) => Err(e),
-    };
+            .map_err(|e| match e {
+                CopyError::Source(e) => e,
+                CopyError::Database(e) => E::from(Error::from(e)),
+            })? as i64;
+        let total = add_to_total(txn, job.id, accepted, max_records).await?;
+        Ok(Appended { accepted, total })
+    }
+    .await;
     if appended.is_err() {
         let reserved = *reserved.lock().expect("not poisoned");
         reserved.give_back(db, job.id).await;
@@ -395,10 +392,8 @@ struct Reserved {
 }
 
 impl Reserved {
+    /// Notes `n` (at least 1) numbers from `first`.
     fn add(&mut self, first: i64, n: i64) {
-        if n == 0 {
-            return;
-        }
         if self.last == 0 {
             (self.first, self.contiguous) = (first, true);
         } else if first != self.last + 1 {
