@@ -76,7 +76,8 @@ pub struct HttpSettings {
 
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
-    /// How long a verified key is served from memory before Argon2 runs again.
+    /// How long a verified key is served from memory before its row is read again
+    /// (Argon2 runs again only if the stored hash changed).
     pub cache_ttl: Duration,
     pub cache_capacity: u64,
     /// How often each api replica looks for revoked keys (revocation must take effect

@@ -26,6 +26,8 @@ pub const BATCHES_DEFERRED: &str = "freight_batches_deferred_total";
 pub const DEAD_LETTERS: &str = "freight_dead_letters_total";
 pub const QUEUE_DEPTH: &str = "freight_queue_depth";
 pub const WORKERS: &str = "freight_workers";
+/// Argon2 verifications of API keys: a key's first use on a replica, or a flood of bad keys.
+pub const API_KEY_VERIFICATIONS: &str = "freight_api_key_verifications_total";
 pub const CANCEL_LATENCY: &str = "freight_cancel_latency_seconds";
 pub const RECONCILER_RUNS: &str = "freight_reconciler_runs_total";
 pub const RECONCILER_REDISPATCHED: &str = "freight_reconciler_redispatched_total";

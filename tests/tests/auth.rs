@@ -1,11 +1,16 @@
 //! The auth matrix: every way a key can be wrong, and where operator and tenant
 //! credentials are refused.
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use freight_api::{auth::Authenticator, error::ApiError};
 use freight_tests::{ADMIN_TOKEN, TestApp, send_json, wait_until};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 async fn status_with(
     app: &TestApp,
@@ -165,6 +170,80 @@ async fn a_revoked_key_is_refused_within_five_seconds_on_every_replica() {
     // The tenant's other key is unaffected.
     assert_eq!(on_replica(key.clone()).await, StatusCode::OK);
     let _ = stop.send(());
+}
+
+/// Argon2 runs once per key and replica while the key is in use: not again on each
+/// revocation poll that still sees the tenant's recent creation or change, and not when
+/// the cached entry is re-checked after `AUTH_CACHE_TTL` (which reads the row, and so
+/// still sees a revocation the poll would have missed).
+#[tokio::test]
+async fn a_key_in_use_is_hashed_once_and_still_rechecked() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("acme").await;
+    let (key_id, key) = app.create_key(tenant, json!({})).await;
+    let mut settings = app.env.settings.auth.clone();
+    settings.cache_ttl = Duration::from_millis(300);
+    settings.revocation_poll_interval = Duration::from_millis(100);
+    let auth = Arc::new(Authenticator::new(app.db.clone(), &settings));
+    let stop = CancellationToken::new();
+    tokio::spawn(auth.clone().run_background(settings.clone(), stop.clone()));
+
+    // The tenant was created a moment ago: for the next 5 s every poll reports it changed.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        let principal = auth.authenticate(&key).await.expect("a valid key");
+        assert_eq!(principal.tenant_id, tenant);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        auth.argon2_runs(),
+        1,
+        "polls and TTL re-checks must not run Argon2 again"
+    );
+    let last = if key.ends_with('A') { 'B' } else { 'A' };
+    let wrong = format!("{}{last}", &key[..key.len() - 1]);
+    assert!(matches!(
+        auth.authenticate(&wrong).await,
+        Err(ApiError::Unauthorized(_))
+    ));
+    assert_eq!(auth.authenticate(&key).await.unwrap().tenant_id, tenant);
+
+    // A real change of the tenant still drops the key at the next poll.
+    let path = format!("/api/v1/admin/tenants/{tenant}");
+    let res = app
+        .admin(Method::PATCH, &path)
+        .json(&json!({"status": "suspended"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(matches!(
+        auth.authenticate(&key).await,
+        Err(ApiError::Forbidden(_))
+    ));
+    let res = app
+        .admin(Method::PATCH, &path)
+        .json(&json!({"status": "active"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(auth.authenticate(&key).await.unwrap().tenant_id, tenant);
+
+    // With the poll stopped, the TTL re-check alone sees a revocation.
+    stop.cancel();
+    let res = app
+        .admin(Method::DELETE, &format!("/api/v1/admin/api-keys/{key_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    tokio::time::sleep(settings.cache_ttl + Duration::from_millis(50)).await;
+    assert!(matches!(
+        auth.authenticate(&key).await,
+        Err(ApiError::Unauthorized(_))
+    ));
 }
 
 #[tokio::test]

@@ -53,6 +53,9 @@ pub struct KeyForAuth {
     pub tenant_status: TenantStatus,
     pub rate_limit_per_second: i32,
     pub rate_limit_burst: i32,
+    /// Which version of the tenant row this is: a replica that cached the key drops it
+    /// when the tenant's `updated_at` moves (its status or limits changed).
+    pub tenant_updated_at: DateTime<Utc>,
 }
 
 /// Looks a key up by its public id, with its tenant's status (one indexed read).
@@ -63,7 +66,7 @@ pub async fn find_for_auth(
     Ok(KeyForAuth::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT k.id, k.tenant_id, k.secret_hash, k.expires_at, k.revoked_at, t.status AS tenant_status,
-                t.rate_limit_per_second, t.rate_limit_burst
+                t.rate_limit_per_second, t.rate_limit_burst, t.updated_at AS tenant_updated_at
          FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
          WHERE k.public_id = $1",
         [public_id.into()],
@@ -100,25 +103,36 @@ pub async fn revoke(
     .await?)
 }
 
-/// Public ids of keys revoked at or after `since`, and of every key of a tenant changed
-/// (suspended, say) since then: what each api replica must drop from its auth cache.
+/// A key an api replica may have to drop from its auth cache.
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub struct Invalidated {
+    pub public_id: String,
+    /// The key itself was revoked.
+    pub revoked: bool,
+    /// The tenant row's `updated_at` now: a cache entry read from an older version of
+    /// the row is stale, one read from this version is not.
+    pub tenant_updated_at: DateTime<Utc>,
+}
+
+/// Keys revoked at or after `since`, and every key of a tenant changed (suspended, say)
+/// since then: what each api replica must check against its auth cache.
 pub async fn invalidated_since(
     db: &impl ConnectionTrait,
     since: DateTime<Utc>,
-) -> Result<Vec<String>> {
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
+) -> Result<Vec<Invalidated>> {
+    Ok(
+        Invalidated::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT public_id FROM api_keys WHERE revoked_at >= $1
-             UNION
-             SELECT k.public_id FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE t.updated_at >= $1",
+            "SELECT k.public_id, true AS revoked, t.updated_at AS tenant_updated_at
+         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.revoked_at >= $1
+         UNION ALL
+         SELECT k.public_id, false, t.updated_at
+         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE t.updated_at >= $1",
             [since.into()],
         ))
-        .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| r.try_get::<String>("", "public_id").ok())
-        .collect())
+        .all(db)
+        .await?,
+    )
 }
 
 /// Writes back `last_used_at` for many keys in one statement (never one per request).
