@@ -18,7 +18,7 @@ pub mod views;
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use axum::{Json, Router, routing::get};
+use axum::{Json, Router, routing::get, serve::ListenerExt};
 use freight_core::{config::Settings, db, queue};
 use rand::{Rng, distributions::Alphanumeric};
 use secrecy::ExposeSecret;
@@ -98,7 +98,14 @@ impl Application {
                 .run(self.state.db.clone(), stop.clone()),
         );
         tracing::info!(addr = %self.local_addr(), "api listening");
-        let served = axum::serve(self.listener, self.router)
+        // Responses are small and streamed ones end with a short chunk: Nagle's algorithm
+        // would hold that back until the client's delayed ACK (40 ms on Linux).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let served = axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
         stop.cancel();

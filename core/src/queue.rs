@@ -1,7 +1,11 @@
 //! The Redis connection. Built by hand rather than with `apalis_redis::connect`, whose
 //! 500 ms response timeout stops a worker on one slow reply (stack notes §2).
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{
+    IntoConnectionInfo,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    io::tcp::TcpSettings,
+};
 use secrecy::ExposeSecret;
 
 use crate::config::RedisSettings;
@@ -11,7 +15,14 @@ pub async fn connect(settings: &RedisSettings) -> Result<ConnectionManager, redi
         .set_response_timeout(Some(settings.response_timeout))
         .set_connection_timeout(Some(settings.connection_timeout))
         .set_number_of_retries(5);
-    redis::Client::open(settings.url.expose_secret())?
+    // Commands from many tasks share one connection: without TCP_NODELAY a small write
+    // behind an unacknowledged one waits for the server's delayed ACK.
+    let info = settings
+        .url
+        .expose_secret()
+        .into_connection_info()?
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info)?
         .get_connection_manager_with_config(config)
         .await
 }

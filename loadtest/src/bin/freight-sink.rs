@@ -36,6 +36,7 @@ use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
     routing::{get, post},
+    serve::ListenerExt,
 };
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -362,6 +363,9 @@ async fn main() -> anyhow::Result<()> {
         "freight-sink listening on http://{}",
         listener.local_addr()?
     );
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
