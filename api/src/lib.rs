@@ -97,6 +97,12 @@ impl Application {
                 .clone()
                 .run(self.state.db.clone(), stop.clone()),
         );
+        let views = tokio::spawn(
+            self.state
+                .job_views
+                .clone()
+                .refresh_in_background(self.state.db.clone(), stop.clone()),
+        );
         tracing::info!(addr = %self.local_addr(), "api listening");
         // Responses are small and streamed ones end with a short chunk: Nagle's algorithm
         // would hold that back until the client's delayed ACK (40 ms on Linux).
@@ -112,6 +118,7 @@ impl Application {
         let _ = background.await;
         let _ = gauges.await;
         let _ = watch.await;
+        let _ = views.await;
         served.context("the HTTP server failed")
     }
 }

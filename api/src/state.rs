@@ -11,8 +11,12 @@ use crate::{
     job_views::JobViews,
 };
 
+/// Cloned for every request (axum's `State`), so one reference count rather than a
+/// clone of each connection handle.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub db: DatabaseConnection,
     pub redis: ConnectionManager,
     pub dispatcher: Dispatcher,
@@ -30,6 +34,14 @@ pub struct AppState {
     admin_token_digest: [u8; 32],
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     pub fn new(
         db: DatabaseConnection,
@@ -39,7 +51,7 @@ impl AppState {
         admin_token: &str,
     ) -> Self {
         let dispatcher = Dispatcher::new(redis.clone(), &settings.redis.queue);
-        Self {
+        Self(Arc::new(Shared {
             db,
             redis,
             dispatcher,
@@ -52,7 +64,7 @@ impl AppState {
             settings,
             auth,
             admin_token_digest: token_digest(admin_token),
-        }
+        }))
     }
 
     pub fn is_admin_token(&self, presented: &str) -> bool {

@@ -1078,3 +1078,69 @@ async fn a_job_read_is_at_most_a_moment_old_and_never_older_than_the_callers_own
         .unwrap();
     expect_problem(res, StatusCode::NOT_FOUND, "another tenant's job").await;
 }
+
+/// A polled job's view is read again in the background before it expires, so polls are
+/// served from memory and still follow the job: a change made behind the cache's back
+/// (another replica, a worker) shows within the TTL without a request waiting on it. The
+/// refresher stores nothing under another tenant's key.
+#[tokio::test]
+async fn polled_job_views_are_refreshed_in_the_background() {
+    use freight_api::job_views::{JobViews, Lookup};
+    use std::time::{Duration, Instant};
+
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("acme").await;
+    let (_, key) = app.create_key(tenant, json!({})).await;
+    let job = new_job(&app, &key, 3, 10).await;
+    let stranger = Uuid::new_v4();
+
+    let ttl = Duration::from_millis(600);
+    let views = JobViews::new(ttl);
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(
+        views
+            .clone()
+            .refresh_in_background(app.db.clone(), stop.clone()),
+    );
+    for owner in [tenant, stranger] {
+        let Lookup::Miss(ticket) = views.lookup(owner, job) else {
+            panic!("an empty cache")
+        };
+        views.store(ticket, bytes::Bytes::from_static(b"first read"));
+    }
+    exec(
+        &app,
+        "UPDATE jobs SET name = 'renamed elsewhere' WHERE id = $1",
+        vec![job.into()],
+    )
+    .await;
+
+    let served = |owner| match views.lookup(owner, job) {
+        Lookup::Hit(body) => Some(body),
+        Lookup::Miss(_) => None,
+    };
+    tokio::time::sleep(ttl * 3 / 4).await;
+    let mut fresh = None;
+    let deadline = Instant::now() + ttl / 4;
+    while Instant::now() < deadline {
+        // The stranger's poll hands its entry to the refresher too.
+        served(stranger).expect("served from memory until the TTL");
+        let body = served(tenant).expect("served from memory until the TTL");
+        if &body[..] != b"first read" {
+            fresh = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let fresh: Value =
+        serde_json::from_slice(&fresh.expect("refreshed before the TTL ran out")).unwrap();
+    assert_eq!(fresh["id"], job.to_string());
+    assert_eq!(fresh["name"], "renamed elsewhere");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        served(stranger).as_deref(),
+        Some(&b"first read"[..]),
+        "another tenant's entry is not filled with this tenant's job"
+    );
+    stop.cancel();
+}

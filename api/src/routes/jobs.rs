@@ -195,17 +195,6 @@ async fn get_job(
 ) -> ApiResult<Response> {
     let body = match state.job_views.lookup(auth.tenant_id, id) {
         Lookup::Hit(body) => body,
-        Lookup::HitRefresh(body, ticket) => {
-            let (state, tenant_id) = (state.clone(), auth.tenant_id);
-            tokio::spawn(async move {
-                // A failed refresh leaves the entry to expire; the next read after that
-                // reads the job itself and reports the error.
-                if let Ok(fresh) = read_job_view(&state, tenant_id, id).await {
-                    state.job_views.store(ticket, fresh);
-                }
-            });
-            body
-        }
         Lookup::Miss(ticket) => {
             let body = read_job_view(&state, auth.tenant_id, id).await?;
             state.job_views.store(ticket, body.clone());

@@ -151,7 +151,13 @@ async fn job_logs(
             let logs = reads::page_logs(&state.db, auth.tenant_id, id, &filter, page).await?;
             Ok(Json(Page::from(logs.map(LogEntry::from))).into_response())
         }
-        None => Ok(download(state.db, auth.tenant_id, id, filter, format)),
+        None => Ok(download(
+            state.db.clone(),
+            auth.tenant_id,
+            id,
+            filter,
+            format,
+        )),
     }
 }
 
