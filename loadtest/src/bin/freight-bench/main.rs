@@ -248,6 +248,15 @@ async fn all(ctx: &Ctx) -> Result<()> {
     macro_rules! run {
         ($name:literal, $fut:expr) => {
             println!();
+            // One scenario's writes must not be flushed or vacuumed during the next one's
+            // measurement.
+            match pg::settle(&ctx.server_url, Duration::from_secs(120)).await {
+                Ok(took) => println!(
+                    "settled in {:.1} s (checkpoint, autovacuum, sync)",
+                    took.as_secs_f64()
+                ),
+                Err(e) => eprintln!("could not settle the server before {}: {e:#}", $name),
+            }
             match $fut.await {
                 Ok(report) => {
                     if !report.passed {
