@@ -300,6 +300,30 @@ pub async fn timed<T>(f: impl std::future::Future<Output = Result<T>>) -> Result
     Ok((v, t.elapsed()))
 }
 
+/// Lets the server finish what the last scenario left it: a checkpoint now, rather than
+/// one spread over the next scenario's measurement, and every autovacuum worker done (at
+/// most `limit`), then the kernel's dirty pages written. Returns how long that took.
+pub async fn settle(server_url: &str, limit: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    let mut conn = connect(server_url).await?;
+    exec(&mut conn, "CHECKPOINT".into()).await?;
+    while started.elapsed() < limit {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::task::spawn_blocking(|| std::process::Command::new("sync").status())
+        .await?
+        .context("running sync")?;
+    Ok(started.elapsed())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,26 +358,3 @@ mod tests {
     }
 }
 
-/// Lets the server finish what the last scenario left it: a checkpoint now, rather than
-/// one spread over the next scenario's measurement, and every autovacuum worker done (at
-/// most `limit`), then the kernel's dirty pages written. Returns how long that took.
-pub async fn settle(server_url: &str, limit: Duration) -> Result<Duration> {
-    let started = Instant::now();
-    let mut conn = connect(server_url).await?;
-    exec(&mut conn, "CHECKPOINT".into()).await?;
-    while started.elapsed() < limit {
-        let busy: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
-        )
-        .fetch_one(&mut conn)
-        .await?;
-        if busy == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    tokio::task::spawn_blocking(|| std::process::Command::new("sync").status())
-        .await?
-        .context("running sync")?;
-    Ok(started.elapsed())
-}
