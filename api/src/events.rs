@@ -14,8 +14,8 @@ use std::{
 };
 
 use entity::job;
-use freight_core::repo::batches;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use freight_core::repo::{batches, jobs};
+use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -90,10 +90,7 @@ impl JobWatch {
             return Ok(());
         }
         let ids: Vec<Uuid> = watched.iter().map(|w| w.0).collect();
-        let rows = job::Entity::find()
-            .filter(job::Column::Id.is_in(ids))
-            .all(db)
-            .await?;
+        let rows = jobs::get_many(db, &ids).await?;
         let seen: HashMap<Uuid, Option<i64>> = watched.into_iter().collect();
         let changed: Vec<job::Model> = rows
             .into_iter()

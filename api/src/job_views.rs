@@ -22,9 +22,9 @@ use std::{
 
 use bytes::Bytes;
 use entity::job;
-use freight_core::repo::batches;
+use freight_core::repo::{batches, jobs};
 use moka::ops::compute::Op;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -187,9 +187,7 @@ impl JobViews {
         tickets: Vec<Ticket>,
     ) -> Result<(), freight_core::Error> {
         let ids: Vec<Uuid> = tickets.iter().map(|t| t.key.1).collect();
-        let jobs: HashMap<Uuid, job::Model> = job::Entity::find()
-            .filter(job::Column::Id.is_in(ids.iter().copied()))
-            .all(db)
+        let jobs: HashMap<Uuid, job::Model> = jobs::get_many(db, &ids)
             .await?
             .into_iter()
             .map(|j| (j.id, j))

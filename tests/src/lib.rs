@@ -308,6 +308,29 @@ impl TestApp {
         )
     }
 
+    /// `PATCH /api/v1/admin/tenants/{id}` as the operator; expects 200 and returns the
+    /// tenant.
+    pub async fn patch_tenant(&self, tenant_id: Uuid, body: Value) -> Value {
+        let res = self
+            .admin(Method::PATCH, &format!("/api/v1/admin/tenants/{tenant_id}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    /// Revokes a key as the operator; expects 204.
+    pub async fn revoke_key(&self, key_id: Uuid) {
+        let res = self
+            .admin(Method::DELETE, &format!("/api/v1/admin/api-keys/{key_id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    }
+
     /// A new tenant with one key: `(tenant id, key)`.
     pub async fn tenant_with_key(&self, name: &str) -> (Uuid, String) {
         let tenant = self.create_tenant(name).await;

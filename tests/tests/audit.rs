@@ -76,13 +76,11 @@ async fn every_audited_action_writes_exactly_one_event_with_its_actor_and_target
     // Operator: tenant.created, tenant.updated, key.created.
     let tenant = app.create_tenant("acme").await;
     let tenant_s = tenant.to_string();
-    let res = app
-        .admin(Method::PATCH, &format!("/api/v1/admin/tenants/{tenant}"))
-        .json(&json!({"max_concurrent_jobs": 5, "max_pending_records": 1000}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    app.patch_tenant(
+        tenant,
+        json!({"max_concurrent_jobs": 5, "max_pending_records": 1000}),
+    )
+    .await;
     let (key_id, key) = app.create_key(tenant, json!({"name": "ci"})).await;
     let me = format!("key:{}", public_id(&key));
 
@@ -193,12 +191,7 @@ async fn every_audited_action_writes_exactly_one_event_with_its_actor_and_target
     }
 
     // Operator: key.revoked of the first key.
-    let res = app
-        .admin(Method::DELETE, &format!("/api/v1/admin/api-keys/{key_id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    app.revoke_key(key_id).await;
 
     let events = all_events(&app, "").await;
     let actions: Vec<&str> = events
@@ -340,12 +333,7 @@ async fn no_secret_reaches_the_audit_trail() {
             .unwrap();
         assert_eq!(res.status(), StatusCode::ACCEPTED);
     }
-    let res = app
-        .admin(Method::DELETE, &format!("/api/v1/admin/api-keys/{key_id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    app.revoke_key(key_id).await;
 
     // Straight from the table, so nothing the list endpoint might filter is missed.
     let rows = app
@@ -409,13 +397,8 @@ async fn an_event_is_written_with_its_change_or_not_at_all() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::CONFLICT);
     assert_eq!(count("tenant.created").await, 1);
-    let res = app
-        .admin(Method::PATCH, &format!("/api/v1/admin/tenants/{tenant}"))
-        .json(&json!({"max_pending_records": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    app.patch_tenant(tenant, json!({"max_pending_records": 3}))
+        .await;
     app.create_job(&key, &freight_tests::inline_job(2)).await;
     let (status, _) = app.post_job(&key, &freight_tests::inline_job(2)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);

@@ -138,12 +138,7 @@ async fn a_revoked_key_is_refused_within_five_seconds_on_every_replica() {
         StatusCode::OK
     );
 
-    let res = app
-        .admin(Method::DELETE, &format!("/api/v1/admin/api-keys/{key_id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    app.revoke_key(key_id).await;
     // The revoking replica refuses at once.
     assert_eq!(
         app.tenant(&other, Method::GET, "/api/v1/jobs")
@@ -209,36 +204,19 @@ async fn a_key_in_use_is_hashed_once_and_still_rechecked() {
     assert_eq!(auth.authenticate(&key).await.unwrap().tenant_id, tenant);
 
     // A real change of the tenant still drops the key at the next poll.
-    let path = format!("/api/v1/admin/tenants/{tenant}");
-    let res = app
-        .admin(Method::PATCH, &path)
-        .json(&json!({"status": "suspended"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    app.patch_tenant(tenant, json!({"status": "suspended"}))
+        .await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(matches!(
         auth.authenticate(&key).await,
         Err(ApiError::Forbidden(_))
     ));
-    let res = app
-        .admin(Method::PATCH, &path)
-        .json(&json!({"status": "active"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    app.patch_tenant(tenant, json!({"status": "active"})).await;
     assert_eq!(auth.authenticate(&key).await.unwrap().tenant_id, tenant);
 
     // With the poll stopped, the TTL re-check alone sees a revocation.
     stop.cancel();
-    let res = app
-        .admin(Method::DELETE, &format!("/api/v1/admin/api-keys/{key_id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    app.revoke_key(key_id).await;
     tokio::time::sleep(settings.cache_ttl + Duration::from_millis(50)).await;
     assert!(matches!(
         auth.authenticate(&key).await,
@@ -506,14 +484,12 @@ async fn operators_change_a_tenants_status_and_limits() {
             .status(),
         StatusCode::OK
     );
-    let res = app
-        .admin(Method::PATCH, &path)
-        .json(&json!({"status": "suspended", "rate_limit_per_second": 50, "max_records_per_job": 1000}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
+    let body = app
+        .patch_tenant(
+            tenant,
+            json!({"status": "suspended", "rate_limit_per_second": 50, "max_records_per_job": 1000}),
+        )
+        .await;
     assert_eq!(body["status"], "suspended");
     assert_eq!(body["rate_limit_per_second"], 50);
     assert_eq!(body["max_records_per_job"], 1000);

@@ -213,6 +213,15 @@ pub async fn get(db: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uuid) -> Re
         .ok_or(Error::NotFound("job"))
 }
 
+/// The jobs with these ids, of any tenant, in no order: for readers that already know
+/// whose they are (a watched or cached job view). Missing ids are left out.
+pub async fn get_many(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Vec<job::Model>> {
+    Ok(job::Entity::find()
+        .filter(job::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?)
+}
+
 /// The tenant's jobs, newest first (ids are UUID v7), optionally of one status.
 pub async fn list(
     db: &impl ConnectionTrait,
