@@ -106,6 +106,9 @@ pub struct WorkerSettings {
     pub reconciler_interval: Duration,
     /// A queued or retry-scheduled batch not claimed this long after it was due is re-dispatched.
     pub reconciler_overdue_after: Duration,
+    /// `TABLE_UPKEEP_INTERVAL`: how often the reconciler vacuums and analyses Freight's
+    /// tables when autovacuum is off for them (`off`: never; `worker/src/upkeep.rs`).
+    pub table_upkeep_interval: Option<Duration>,
     /// `WORKER_METRICS_ADDR`: where this worker serves `/metrics` and `/health`; unset, none.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -179,6 +182,12 @@ impl Settings {
                 batch_timeout: env.duration("WORKER_BATCH_TIMEOUT", "10m")?,
                 reconciler_interval: env.duration("RECONCILER_INTERVAL", "5s")?,
                 reconciler_overdue_after: env.duration("RECONCILER_OVERDUE_AFTER", "15s")?,
+                table_upkeep_interval: if env.string("TABLE_UPKEEP_INTERVAL", "30s").trim() == "off"
+                {
+                    None
+                } else {
+                    Some(env.duration("TABLE_UPKEEP_INTERVAL", "30s")?)
+                },
                 metrics_addr: match env.get("WORKER_METRICS_ADDR") {
                     None => None,
                     Some(raw) => Some(raw.trim().parse().map_err(|e| {

@@ -32,6 +32,8 @@ pub const CANCEL_LATENCY: &str = "freight_cancel_latency_seconds";
 pub const RECONCILER_RUNS: &str = "freight_reconciler_runs_total";
 pub const RECONCILER_REDISPATCHED: &str = "freight_reconciler_redispatched_total";
 pub const RECONCILER_LAST_RUN: &str = "freight_reconciler_last_run_timestamp_seconds";
+/// VACUUM / ANALYZE runs of Freight's tables by the reconciler, when autovacuum is off.
+pub const TABLE_UPKEEP: &str = "freight_table_upkeep_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

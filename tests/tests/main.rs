@@ -18,4 +18,5 @@ mod reads;
 mod redaction;
 mod retries;
 mod secrets;
+mod upkeep;
 mod worker;

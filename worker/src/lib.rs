@@ -14,6 +14,7 @@ pub mod engine;
 pub mod heartbeater;
 pub mod inflight;
 pub mod reconciler;
+pub mod upkeep;
 
 use std::{
     sync::{
@@ -174,6 +175,7 @@ impl Worker {
                 heartbeat_timeout: settings.worker.batch_stale_after,
                 overdue_after: settings.worker.reconciler_overdue_after,
                 scan_limit: 500,
+                table_upkeep_interval: settings.worker.table_upkeep_interval,
             },
         );
         tasks.spawn(reconciler.run(companions.clone()));

@@ -3,7 +3,8 @@
 //! every `interval`, re-dispatches batches whose worker died or whose message is overdue
 //! (lost when Redis restarted or was flushed), refills job windows, admits queued jobs,
 //! and finalises jobs left with nothing to do. Because of it, losing Redis or a worker
-//! changes when records are delivered, never whether.
+//! changes when records are delivered, never whether. The leader also stands in for
+//! autovacuum on a server that runs without it (`crate::upkeep`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,7 +13,7 @@ use sea_orm::sqlx::{self, Connection, PgConnection};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
+use crate::{engine::Engine, upkeep};
 
 /// Advisory lock key of the reconciler's leadership ("FRGR").
 pub const LEADER_LOCK_KEY: i64 = 0x4652_4752;
@@ -25,6 +26,9 @@ pub struct ReconcilerConfig {
     /// A queued or retry-scheduled batch unclaimed this long after it was due is re-dispatched.
     pub overdue_after: Duration,
     pub scan_limit: i64,
+    /// How often the leader vacuums and analyses Freight's tables when autovacuum is off
+    /// for them (`crate::upkeep`); `None`: never.
+    pub table_upkeep_interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +122,8 @@ impl Reconciler {
     /// Runs until `stop`: takes leadership when free, then reconciles every interval.
     pub async fn run(self, stop: CancellationToken) {
         let mut leader: Option<PgConnection> = None;
+        let mut upkeep = self.config.table_upkeep_interval.map(upkeep::Schedule::new);
+        let url = self.engine.settings.database.url.expose_secret().to_owned();
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -133,7 +139,12 @@ impl Reconciler {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reconciler pass failed; will retry"),
             }
+            if let Some(upkeep) = upkeep.as_mut() {
+                upkeep.tick(&url);
+            }
         }
+        // Dropping the schedule aborts a pass still running.
+        drop(upkeep);
         if let Some(conn) = leader {
             let _ = conn.close().await;
         }
