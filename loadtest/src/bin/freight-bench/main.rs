@@ -118,7 +118,8 @@ enum Scenario {
     /// Ten minutes at a share of peak while loadtest/run injects a fault a minute;
     /// every job must complete with every record delivered once.
     FaultSoak(faults::FaultSoakArgs),
-    /// Every scenario but `scale` (which needs worker restarts: see loadtest/run).
+    /// Every scenario but `scale` (which needs worker restarts) and `soak` (which starts
+    /// from fresh processes): loadtest/run runs those two after this.
     All,
 }
 
@@ -290,10 +291,6 @@ async fn all(ctx: &Ctx) -> Result<()> {
     run!(
         "batch-sizes",
         throughput::batch_sizes(ctx, throughput::BatchSizesArgs::default())
-    );
-    run!(
-        "soak",
-        throughput::soak(ctx, throughput::SoakArgs::default())
     );
     println!();
     println!(
