@@ -404,11 +404,15 @@ async fn write_rows(
         copy_log_rows(txn, batch, rows).await?;
     }
     if with_record_statuses && !rows.rec_seq.is_empty() {
+        // `r.seq = ANY ($2)` bounds the `job_records` side to this batch's records: with
+        // statistics from before the job existed, the planner takes `job_id = $1` for one
+        // row and may drive the join from it, which would otherwise scan every record of
+        // the job once per element of `u`.
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE job_records r SET status = u.status, attempts = u.attempts, last_error = NULLIF(u.error, '')
              FROM unnest($2::bigint[], $3::text[], $4::int[], $5::text[]) AS u(seq, status, attempts, error)
-             WHERE r.job_id = $1 AND r.seq = u.seq",
+             WHERE r.job_id = $1 AND r.seq = ANY ($2) AND r.seq = u.seq",
             [
                 batch.job_id.into(),
                 rows.rec_seq.clone().into(),
