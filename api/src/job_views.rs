@@ -6,7 +6,11 @@
 //! background refresher and is still served the cached body, so under steady polling no
 //! request waits on the database. The refresher reads every job handed to it since its
 //! last read in the same two queries, so a thousand polled jobs cost a few statements a
-//! refresh, not two each. Every handler that changes a job through this replica calls
+//! refresh, not two each. A finished job's body lives [`FINISHED_TTL_FACTOR`] times as
+//! long: only a retry changes it, and the replica that takes the retry forgets it at
+//! once, so the longer life costs other replicas' pollers at most a second of staleness
+//! and spares the database a re-read of every finished job a dashboard keeps polling.
+//! Every handler that changes a job through this replica calls
 //! [`JobViews::forget`], so a client sees its own writes at once; a read that was
 //! already in flight when the write came (a refresh, or another client's miss) is not
 //! stored over it ([`JobViews::store`]).
@@ -36,6 +40,8 @@ use crate::views::JobView;
 const REFRESH_QUEUE: usize = 4096;
 /// Most jobs read in one refresh.
 const REFRESH_BATCH: usize = 512;
+/// A finished (terminal) job's body is served this many TTLs.
+pub const FINISHED_TTL_FACTOR: u32 = 10;
 
 type Key = (Uuid, Uuid);
 
@@ -43,6 +49,8 @@ type Key = (Uuid, Uuid);
 pub struct JobViews {
     cache: moka::sync::Cache<Key, Arc<Cached>>,
     ttl: Duration,
+    /// A finished job's: `ttl * FINISHED_TTL_FACTOR`, and the cache's own entry lifetime.
+    finished_ttl: Duration,
     /// Bumped by [`JobViews::forget_all`]: a read begun before it is not stored after it.
     epoch: Arc<AtomicU64>,
     refresh_tx: mpsc::Sender<Ticket>,
@@ -55,14 +63,17 @@ struct Cached {
     body: Option<Bytes>,
     /// When the read that produced `body` began.
     read_at: Instant,
+    /// How long after `read_at` the body may be served.
+    ttl: Duration,
     refreshing: AtomicBool,
 }
 
 impl Cached {
-    fn new(body: Option<Bytes>, read_at: Instant) -> Arc<Self> {
+    fn new(body: Option<Bytes>, read_at: Instant, ttl: Duration) -> Arc<Self> {
         Arc::new(Self {
             body,
             read_at,
+            ttl,
             refreshing: AtomicBool::new(false),
         })
     }
@@ -88,12 +99,14 @@ pub struct Ticket {
 impl JobViews {
     pub fn new(ttl: Duration) -> Self {
         let (refresh_tx, refresh_rx) = mpsc::channel(REFRESH_QUEUE);
+        let finished_ttl = ttl * FINISHED_TTL_FACTOR;
         Self {
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(ttl)
+                .time_to_live(finished_ttl)
                 .build(),
             ttl,
+            finished_ttl,
             epoch: Arc::default(),
             refresh_tx,
             refresh_rx: Arc::new(Mutex::new(Some(refresh_rx))),
@@ -115,8 +128,8 @@ impl JobViews {
         };
         let age = cached.read_at.elapsed();
         match &cached.body {
-            Some(body) if age < self.ttl => {
-                if age >= self.ttl * 3 / 4 && !cached.refreshing.swap(true, Ordering::AcqRel) {
+            Some(body) if age < cached.ttl => {
+                if age >= cached.ttl * 3 / 4 && !cached.refreshing.swap(true, Ordering::AcqRel) {
                     // A full queue drops the refresh: the body expires and the next
                     // request reads the job itself.
                     let _ = self.refresh_tx.try_send(ticket(seen.clone()));
@@ -128,12 +141,18 @@ impl JobViews {
     }
 
     /// Caches `body`, read under `ticket`, unless the job was forgotten since the
-    /// ticket was issued. Guard: a `forget` replaces the entry the ticket saw, and the
-    /// mark it leaves outlives any read that began before it by less than the TTL; a
-    /// read that began longer ago than that is stored already expired (ages count from
-    /// when the read began), so it is never served.
-    pub fn store(&self, ticket: Ticket, body: Bytes) {
-        let view = Cached::new(Some(body), ticket.read_at);
+    /// ticket was issued; `finished` when the job was in a terminal state. Guard: a
+    /// `forget` replaces the entry the ticket saw, and the mark it leaves outlives any
+    /// read that began before it by less than the cache's entry lifetime (the longest
+    /// TTL); a read that began longer ago than that is stored already expired (ages count
+    /// from when the read began), so it is never served.
+    pub fn store(&self, ticket: Ticket, body: Bytes, finished: bool) {
+        let ttl = if finished {
+            self.finished_ttl
+        } else {
+            self.ttl
+        };
+        let view = Cached::new(Some(body), ticket.read_at, ttl);
         let epoch = &self.epoch;
         self.cache.entry(ticket.key).and_compute_with(|current| {
             let unchanged = match (current.as_ref(), &ticket.seen) {
@@ -150,8 +169,10 @@ impl JobViews {
     }
 
     pub fn forget(&self, tenant_id: Uuid, job_id: Uuid) {
-        self.cache
-            .insert((tenant_id, job_id), Cached::new(None, Instant::now()));
+        self.cache.insert(
+            (tenant_id, job_id),
+            Cached::new(None, Instant::now(), Duration::ZERO),
+        );
     }
 
     /// For a write whose jobs are not known up front (a requeue by dead-letter ids).
@@ -200,7 +221,7 @@ impl JobViews {
             };
             let view = JobView::new(job.clone(), counts.remove(&job_id).unwrap_or_default());
             if let Ok(body) = serde_json::to_vec(&view) {
-                self.store(ticket, Bytes::from(body));
+                self.store(ticket, Bytes::from(body), job.status.is_terminal());
             }
         }
         Ok(())
@@ -230,7 +251,7 @@ mod tests {
             panic!("empty cache")
         };
         views.forget(t, j);
-        views.store(before, body("old"));
+        views.store(before, body("old"), false);
         assert_eq!(
             served(&views, t, j),
             None,
@@ -240,7 +261,7 @@ mod tests {
         let Lookup::Miss(after) = views.lookup(t, j) else {
             panic!("forgotten")
         };
-        views.store(after, body("new"));
+        views.store(after, body("new"), false);
         assert_eq!(served(&views, t, j), Some(body("new")));
 
         let Lookup::Miss(before_all) = views.lookup(t, Uuid::new_v4()) else {
@@ -248,7 +269,7 @@ mod tests {
         };
         views.forget_all();
         let other = before_all.key.1;
-        views.store(before_all, body("old"));
+        views.store(before_all, body("old"), false);
         assert_eq!(served(&views, t, other), None);
     }
 
@@ -260,7 +281,7 @@ mod tests {
         let Lookup::Miss(ticket) = views.lookup(t, j) else {
             panic!("empty cache")
         };
-        views.store(ticket, body("v1"));
+        views.store(ticket, body("v1"), false);
         assert!(matches!(views.lookup(t, j), Lookup::Hit(_)));
         assert!(
             refreshes.try_recv().is_err(),
@@ -274,12 +295,37 @@ mod tests {
         assert_eq!(ticket.key, (t, j));
         assert_eq!(served(&views, t, j), Some(body("v1")));
         assert!(refreshes.try_recv().is_err(), "one refresh at a time");
-        views.store(ticket, body("v2"));
+        views.store(ticket, body("v2"), false);
         assert_eq!(served(&views, t, j), Some(body("v2")));
         std::thread::sleep(Duration::from_millis(1050));
         assert!(
             matches!(views.lookup(t, j), Lookup::Miss(_)),
             "past the TTL"
+        );
+    }
+
+    #[test]
+    fn a_finished_job_is_served_ten_ttls_and_forgotten_at_once() {
+        let views = JobViews::new(Duration::from_millis(100));
+        let (t, running, done) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        for (j, finished) in [(running, false), (done, true)] {
+            let Lookup::Miss(ticket) = views.lookup(t, j) else {
+                panic!("empty cache")
+            };
+            views.store(ticket, body("v1"), finished);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(served(&views, t, running), None, "a running job: 100 ms");
+        assert_eq!(
+            served(&views, t, done),
+            Some(body("v1")),
+            "a finished one: 1 s"
+        );
+        views.forget(t, done);
+        assert_eq!(
+            served(&views, t, done),
+            None,
+            "a write through this replica"
         );
     }
 }

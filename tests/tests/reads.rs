@@ -1106,7 +1106,7 @@ async fn polled_job_views_are_refreshed_in_the_background() {
         let Lookup::Miss(ticket) = views.lookup(owner, job) else {
             panic!("an empty cache")
         };
-        views.store(ticket, bytes::Bytes::from_static(b"first read"));
+        views.store(ticket, bytes::Bytes::from_static(b"first read"), false);
     }
     exec(
         &app,

@@ -196,8 +196,10 @@ async fn get_job(
     let body = match state.job_views.lookup(auth.tenant_id, id) {
         Lookup::Hit(body) => body,
         Lookup::Miss(ticket) => {
-            let body = read_job_view(&state, auth.tenant_id, id).await?;
-            state.job_views.store(ticket, body.clone());
+            let job = jobs::get(&state.db, auth.tenant_id, id).await?;
+            let finished = job.status.is_terminal();
+            let body = serialize_view(&job_view(&state.db, job).await?)?;
+            state.job_views.store(ticket, body.clone(), finished);
             body
         }
     };
@@ -212,11 +214,9 @@ async fn get_job(
 }
 
 /// The job's view, serialised, as `GET /api/v1/jobs/{id}` serves it.
-async fn read_job_view(state: &AppState, tenant_id: Uuid, id: Uuid) -> ApiResult<bytes::Bytes> {
-    let job = jobs::get(&state.db, tenant_id, id).await?;
-    let view = job_view(&state.db, job).await?;
+fn serialize_view(view: &JobView) -> ApiResult<bytes::Bytes> {
     Ok(bytes::Bytes::from(
-        serde_json::to_vec(&view).map_err(|e| ApiError::Internal(e.to_string()))?,
+        serde_json::to_vec(view).map_err(|e| ApiError::Internal(e.to_string()))?,
     ))
 }
 
