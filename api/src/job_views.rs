@@ -168,6 +168,13 @@ impl JobViews {
         });
     }
 
+    /// Serialises `view` and [`JobViews::store`]s it under `ticket`; returns the body.
+    pub fn store_view(&self, ticket: Ticket, view: &JobView) -> serde_json::Result<Bytes> {
+        let body = Bytes::from(serde_json::to_vec(view)?);
+        self.store(ticket, body.clone(), view.status.is_terminal());
+        Ok(body)
+    }
+
     pub fn forget(&self, tenant_id: Uuid, job_id: Uuid) {
         self.cache.insert(
             (tenant_id, job_id),
@@ -220,9 +227,8 @@ impl JobViews {
                 continue;
             };
             let view = JobView::new(job.clone(), counts.remove(&job_id).unwrap_or_default());
-            if let Ok(body) = serde_json::to_vec(&view) {
-                self.store(ticket, Bytes::from(body), job.status.is_terminal());
-            }
+            // A view that does not serialise is left to expire; the request path reports it.
+            let _ = self.store_view(ticket, &view);
         }
         Ok(())
     }

@@ -131,7 +131,7 @@ impl Reconciler {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            if !self.hold_leadership(&mut leader).await {
+            if !self.hold_leadership(&mut leader, &url).await {
                 continue;
             }
             match self.run_once().await {
@@ -140,7 +140,7 @@ impl Reconciler {
                 Err(e) => tracing::warn!(error = %e, "reconciler pass failed; will retry"),
             }
             if let Some(upkeep) = upkeep.as_mut() {
-                upkeep.tick(&url);
+                upkeep.tick(self.engine.db.get_postgres_connection_pool(), &url);
             }
         }
         // Dropping the schedule aborts a pass still running.
@@ -152,7 +152,7 @@ impl Reconciler {
 
     /// Keeps (or tries to take) the leader lock. The lock lives as long as its connection:
     /// a leader that dies or loses its connection frees it for another worker.
-    async fn hold_leadership(&self, leader: &mut Option<PgConnection>) -> bool {
+    async fn hold_leadership(&self, leader: &mut Option<PgConnection>, url: &str) -> bool {
         if let Some(conn) = leader.as_mut() {
             if conn.ping().await.is_ok() {
                 return true;
@@ -160,8 +160,7 @@ impl Reconciler {
             tracing::warn!("reconciler lost its leader connection");
             *leader = None;
         }
-        let url = self.engine.settings.database.url.expose_secret().to_owned();
-        let Ok(mut conn) = PgConnection::connect(&url).await else {
+        let Ok(mut conn) = PgConnection::connect(url).await else {
             return false;
         };
         let got: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")

@@ -11,7 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx::{self, ConnectOptions, Connection, PgConnection, postgres::PgConnectOptions};
+use sea_orm::sqlx::{
+    self, ConnectOptions, Connection, PgConnection, PgPool, postgres::PgConnectOptions,
+};
 
 /// Freight's own tables (the migrations' `CREATE TABLE`s; a test keeps the two in step).
 /// Only these are touched: a tenant's Postgres destination may live in the same database.
@@ -39,21 +41,12 @@ pub struct Due {
 }
 
 impl Due {
-    fn statement(&self) -> sqlx::AssertSqlSafe<String> {
-        let sql = match (self.vacuum, self.analyze) {
-            (true, true) => format!("VACUUM (ANALYZE) {}", self.table),
-            (true, false) => format!("VACUUM {}", self.table),
-            _ => format!("ANALYZE {}", self.table),
-        };
-        // Safe: `table` is one of the constant TABLES, never input.
-        sqlx::AssertSqlSafe(sql)
-    }
-
-    fn action(&self) -> &'static str {
+    /// The command to run and its name in metrics and logs.
+    fn action(&self) -> (&'static str, &'static str) {
         match (self.vacuum, self.analyze) {
-            (true, true) => "vacuum_analyze",
-            (true, false) => "vacuum",
-            _ => "analyze",
+            (true, true) => ("VACUUM (ANALYZE)", "vacuum_analyze"),
+            (true, false) => ("VACUUM", "vacuum"),
+            _ => ("ANALYZE", "analyze"),
         }
     }
 }
@@ -61,7 +54,7 @@ impl Due {
 /// The tables autovacuum should have seen to and will not. Mirrors autovacuum's own rule
 /// (`threshold + scale_factor * reltuples`, with the server's settings) so a table is
 /// maintained about as often as it would be on a server with autovacuum on.
-pub async fn due(conn: &mut PgConnection) -> Result<Vec<Due>, sqlx::Error> {
+pub async fn due(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Due>, sqlx::Error> {
     let rows: Vec<(String, bool, bool)> = sqlx::query_as(
         "WITH s AS (
              SELECT st.relname::text AS name, st.n_dead_tup, st.n_ins_since_vacuum,
@@ -91,7 +84,7 @@ pub async fn due(conn: &mut PgConnection) -> Result<Vec<Due>, sqlx::Error> {
          SELECT name, needs_vacuum, needs_analyze FROM t WHERE needs_vacuum OR needs_analyze ORDER BY name",
     )
     .bind(TABLES)
-    .fetch_all(&mut *conn)
+    .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
@@ -106,23 +99,24 @@ pub async fn due(conn: &mut PgConnection) -> Result<Vec<Due>, sqlx::Error> {
         .collect())
 }
 
-/// One upkeep pass on a connection of its own: finds the due tables and vacuums or
-/// analyses them one at a time, throttled like autovacuum (its cost delay), so the pass
-/// competes with the work as little as autovacuum would. Returns what it did.
-pub async fn run_once(database_url: &str) -> Result<Vec<Due>, sqlx::Error> {
-    let options: PgConnectOptions = database_url.parse()?;
-    // A VACUUM is slow by nature: no slow-statement warning; each run is logged below.
-    let mut conn = PgConnection::connect_with(&options.disable_statement_logging()).await?;
-    let result = maintain(&mut conn).await;
-    let _ = conn.close().await;
-    result
-}
-
-async fn maintain(conn: &mut PgConnection) -> Result<Vec<Due>, sqlx::Error> {
-    let due = due(conn).await?;
+/// One upkeep pass: finds the due tables (on the worker's pool, so a pass with nothing
+/// to do opens no connection) and vacuums or analyses them one at a time on a connection
+/// of its own, throttled like autovacuum (its cost delay), so the pass competes with the
+/// work as little as autovacuum would. Returns what it did.
+pub async fn run_once(pool: &PgPool, database_url: &str) -> Result<Vec<Due>, sqlx::Error> {
+    let due = due(pool).await?;
     if due.is_empty() {
         return Ok(due);
     }
+    let options: PgConnectOptions = database_url.parse()?;
+    // A VACUUM is slow by nature: no slow-statement warning; each run is logged below.
+    let mut conn = PgConnection::connect_with(&options.disable_statement_logging()).await?;
+    let result = maintain(&mut conn, &due).await;
+    let _ = conn.close().await;
+    result.map(|()| due)
+}
+
+async fn maintain(conn: &mut PgConnection, due: &[Due]) -> Result<(), sqlx::Error> {
     // A manual VACUUM runs unthrottled (vacuum_cost_delay 0); autovacuum sleeps
     // autovacuum_vacuum_cost_delay (2 ms) per cost_limit of pages. Take autovacuum's.
     sqlx::query(
@@ -131,20 +125,23 @@ async fn maintain(conn: &mut PgConnection) -> Result<Vec<Due>, sqlx::Error> {
     )
     .execute(&mut *conn)
     .await?;
-    for table in &due {
+    for table in due {
+        let (command, action) = table.action();
         let started = Instant::now();
-        sqlx::raw_sql(table.statement()).execute(&mut *conn).await?;
+        // Safe: `table.table` is one of the constant TABLES, never input.
+        let sql = sqlx::AssertSqlSafe(format!("{command} {}", table.table));
+        sqlx::raw_sql(sql).execute(&mut *conn).await?;
         let took = started.elapsed();
-        metrics::counter!(freight_core::metrics::TABLE_UPKEEP, "table" => table.table, "action" => table.action())
+        metrics::counter!(freight_core::metrics::TABLE_UPKEEP, "table" => table.table, "action" => action)
             .increment(1);
         tracing::info!(
             table = %table.table,
-            action = table.action(),
+            action,
             took_ms = took.as_millis() as u64,
             "autovacuum is off for this table: Freight maintained it"
         );
     }
-    Ok(due)
+    Ok(())
 }
 
 /// When the next pass may start: every `interval`, never two at once.
@@ -166,7 +163,7 @@ impl Schedule {
     /// Starts a pass in the background if one is due and none is running. The pass runs
     /// apart from the reconciler's loop: a VACUUM of a table of millions of rows must not
     /// hold up re-dispatching.
-    pub fn tick(&mut self, database_url: &str) {
+    pub fn tick(&mut self, pool: &PgPool, database_url: &str) {
         if self.running.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
@@ -174,9 +171,9 @@ impl Schedule {
             return;
         }
         self.last = Some(Instant::now());
-        let url = database_url.to_owned();
+        let (pool, url) = (pool.clone(), database_url.to_owned());
         self.running = Some(tokio::spawn(async move {
-            if let Err(e) = run_once(&url).await {
+            if let Err(e) = run_once(&pool, &url).await {
                 tracing::warn!(error = %e, "table upkeep failed; will retry");
             }
         }));

@@ -197,10 +197,11 @@ async fn get_job(
         Lookup::Hit(body) => body,
         Lookup::Miss(ticket) => {
             let job = jobs::get(&state.db, auth.tenant_id, id).await?;
-            let finished = job.status.is_terminal();
-            let body = serialize_view(&job_view(&state.db, job).await?)?;
-            state.job_views.store(ticket, body.clone(), finished);
-            body
+            let view = job_view(&state.db, job).await?;
+            state
+                .job_views
+                .store_view(ticket, &view)
+                .map_err(|e| ApiError::Internal(e.to_string()))?
         }
     };
     Ok((
@@ -211,13 +212,6 @@ async fn get_job(
         body,
     )
         .into_response())
-}
-
-/// The job's view, serialised, as `GET /api/v1/jobs/{id}` serves it.
-fn serialize_view(view: &JobView) -> ApiResult<bytes::Bytes> {
-    Ok(bytes::Bytes::from(
-        serde_json::to_vec(view).map_err(|e| ApiError::Internal(e.to_string()))?,
-    ))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
