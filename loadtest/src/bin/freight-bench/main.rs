@@ -6,6 +6,7 @@
 //! `<out>/<scenario>.json`. Size flags default to the quick size; `--full` switches every
 //! size left unset to the full one (see `docs/performance.md`).
 
+mod abuse;
 mod client;
 mod faults;
 mod jobs;
@@ -115,6 +116,9 @@ enum Scenario {
     BatchSizes(throughput::BatchSizesArgs),
     /// Jobs at a steady rate for a long time; RSS growth of the watched processes.
     Soak(throughput::SoakArgs),
+    /// What a hostile tenant's cheap requests cost the api: CPU time of one long NDJSON
+    /// line in small chunks, peak RSS of 10 MiB JSON bodies of empty objects.
+    Abuse(abuse::AbuseArgs),
     /// Ten minutes at a share of peak while loadtest/run injects a fault a minute;
     /// every job must complete with every record delivered once.
     FaultSoak(faults::FaultSoakArgs),
@@ -237,6 +241,7 @@ async fn main() -> Result<()> {
         Scenario::BatchSizes(a) => throughput::batch_sizes(&ctx, a).await.map(drop),
         Scenario::Soak(a) => throughput::soak(&ctx, a).await.map(drop),
         Scenario::FaultSoak(a) => faults::fault_soak(&ctx, a).await.map(drop),
+        Scenario::Abuse(a) => abuse::abuse(&ctx, a).await.map(drop),
         Scenario::All => all(&ctx).await,
     }
 }
