@@ -135,6 +135,14 @@ impl Settings {
     /// Reads every setting through `lookup`, which returns a variable's value if set.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
+        if let Some(var) = INHERITED_PG_VARS.iter().find(|v| env.get(v).is_some()) {
+            return Err(env.invalid(
+                var,
+                "sqlx copies this variable into every Postgres connection the process opens, \
+                 tenants' destination databases included, and Freight cannot override it; \
+                 unset it (for Freight's own database, put the setting in DATABASE_URL)",
+            ));
+        }
         Ok(Settings {
             database: DatabaseSettings {
                 url: SecretString::from(
@@ -222,6 +230,19 @@ impl Settings {
         })
     }
 }
+
+/// libpq variables that sqlx reads into every connection's options and that have no
+/// setter to clear them: a worker started with one set would hand it to every tenant's
+/// destination database (a client key, server options, another address to dial). The
+/// other `PG*` variables (`PGPASSWORD`, `PGUSER`, `PGHOST`, ...) are harmless: every
+/// destination connection sets those fields itself (`destinations::postgres`).
+pub const INHERITED_PG_VARS: &[&str] = &[
+    "PGHOSTADDR",
+    "PGOPTIONS",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+];
 
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 
@@ -409,6 +430,9 @@ mod tests {
             ("TENANT_MAX_PENDING_RECORDS", "lots"),
             ("FREIGHT_SECRET_KEY", "not-base64!"),
             ("FREIGHT_SECRET_KEY", "dG9vIHNob3J0"),
+            ("PGHOSTADDR", "127.0.0.1"),
+            ("PGOPTIONS", "-c search_path=x"),
+            ("PGSSLCERT", "/etc/freight/client.crt"),
         ] {
             let err = settings(&[(var, val)]).unwrap_err();
             assert_eq!(err.var, var);

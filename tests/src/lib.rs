@@ -10,6 +10,7 @@
 //! local `postgres` database and Redis on 6379).
 
 pub mod engine;
+pub mod fake_pg;
 pub mod freight_all;
 pub mod sink;
 

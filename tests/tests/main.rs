@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod engine;
 mod fairness;
+mod hostile_destinations;
 mod intake_fuzz;
 mod intake_idempotency;
 mod intake_listing;

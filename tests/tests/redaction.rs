@@ -314,7 +314,7 @@ async fn no_secret_leaks_through_a_run() {
             "url": pg_url.as_str(), "table": "no_such_table"}}),
         // Nothing listens there: connection errors, retried, then given up.
         json!({"source": records, "retry": retry, "destination": {"type": "postgres",
-            "url": format!("postgres://app:{PG_PW}@127.0.0.1:1/db?password={PG_PW}"), "table": "t"}}),
+            "url": format!("postgres://app@127.0.0.1:1/db?password={PG_PW}"), "table": "t"}}),
     ];
     let mut ids = Vec::new();
     for body in &bodies {

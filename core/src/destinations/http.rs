@@ -25,7 +25,9 @@ use super::{
     Connector, Outcome, RecordResult, RecordToDeliver,
     resolver::{self, SsrfResolver},
 };
-use crate::domain::destination::{HttpDestination, HttpMethod, REDACTED, redact_url};
+use crate::domain::destination::{
+    HttpDestination, HttpMethod, REDACTED, redact_url, url_secret_parts,
+};
 
 /// Requests of one batch in flight at once.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -134,8 +136,10 @@ fn prepare(spec: &HttpDestination, allow_private: bool) -> Result<Prepared, Stri
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(password) = url.password() {
         secrets.push(password.to_owned());
-        secrets.push(percent_decode(password));
     }
+    // Everything responses redact of the URL (its password, query values, opaque path
+    // segments), as sent and decoded.
+    secrets.extend(url_secret_parts(&url));
     // Short values would garble messages; they are not worth hiding from a body excerpt.
     secrets.retain(|s| s.len() >= 4);
     let method = match spec.method {
@@ -150,14 +154,6 @@ fn prepare(spec: &HttpDestination, allow_private: bool) -> Result<Prepared, Stri
         timeout: Duration::from_millis(spec.timeout_ms.max(1)),
         secrets,
     })
-}
-
-/// The URL password as sent (a URL keeps it percent-encoded).
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("p={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 impl Connector for HttpConnector {
@@ -403,6 +399,7 @@ mod tests {
     fn spec(url: String) -> HttpDestination {
         HttpDestination {
             url,
+            url_redacted: None,
             method: HttpMethod::Post,
             headers: BTreeMap::from([("X-Api-Key".to_owned(), "s3cr3t-token".to_owned())]),
             timeout_ms: 2_000,
@@ -693,13 +690,14 @@ mod tests {
             let results = deliver(&connector, Uuid::now_v7(), &records([json!({"id": 1})])).await;
             match &results[0].outcome {
                 Outcome::Permanent(m) => {
-                    assert!(
-                        m.contains("loopback") && m.contains("private"),
-                        "{url}: {m}"
-                    );
+                    assert!(m.contains("private"), "{url}: {m}");
                     if url.contains("localhost") {
-                        // Refused by the resolver, on the address the name resolves to.
-                        assert!(m.starts_with("`localhost` resolves to "), "{m}");
+                        // Refused by the resolver, on the address the name resolves to,
+                        // which the message does not quote.
+                        assert!(m.starts_with("`localhost` is a private destination"), "{m}");
+                        assert!(!m.contains("127.0.0.1") && !m.contains("::1"), "{m}");
+                    } else {
+                        assert!(m.contains("loopback"), "{url}: {m}");
                     }
                 }
                 other => panic!("{url}: {other:?}"),

@@ -30,12 +30,9 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use sea_orm::sqlx::{
     self, ConnectOptions, Executor,
-    postgres::{
-        PgConnectOptions, PgDatabaseError, PgPool, PgPoolCopyExt, PgPoolOptions, PgSslMode,
-    },
+    postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgPool, PgPoolOptions, PgSslMode},
 };
 use tokio_util::sync::CancellationToken;
-use url::Url;
 use uuid::Uuid;
 
 use super::{
@@ -44,7 +41,10 @@ use super::{
     resolver::{self, ResolveError},
 };
 use crate::{
-    domain::destination::{PostgresDestination, WriteMode, redact_url},
+    domain::{
+        destination::{PostgresDestination, WriteMode},
+        postgres_url::{PostgresUrl, SslMode},
+    },
     pg_copy,
 };
 
@@ -189,7 +189,7 @@ impl PoolCache {
                 }
             }
         }
-        let options = self.connect_options(url).await?;
+        let (options, connect_timeout) = self.connect_options(url).await?;
         // A session setting rather than a startup parameter: PgBouncer refuses `options`.
         let set_timeout = format!(
             "SET statement_timeout = {}",
@@ -205,7 +205,9 @@ impl PoolCache {
             })
             .max_connections(settings.max_connections.max(1))
             .min_connections(0)
-            .acquire_timeout(settings.acquire_timeout)
+            .acquire_timeout(connect_timeout.map_or(settings.acquire_timeout, |t| {
+                t.min(settings.acquire_timeout)
+            }))
             .idle_timeout(settings.idle_timeout)
             .max_lifetime(Duration::from_secs(30 * 60))
             .connect_lazy_with(options);
@@ -235,50 +237,98 @@ impl PoolCache {
         }
     }
 
-    /// Connection options for a destination URL. When private destinations are refused,
-    /// the host is resolved and checked here and the pool connects to the checked
-    /// address, not to whatever the name resolves to later.
-    async fn connect_options(&self, url: &str) -> Result<PgConnectOptions, BatchFailure> {
-        let parsed = Url::parse(url).map_err(|e| {
-            BatchFailure::Permanent(format!("invalid destination URL {}: {e}", redact_url(url)))
-        })?;
-        let mut options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
-            BatchFailure::Permanent(format!(
-                "invalid destination URL {}: {}",
-                redact_url(url),
-                e
-            ))
-        })?;
-        // Never lend the worker's own credentials (PGPASSWORD, ~/.pgpass) to a tenant's
-        // destination: only a password written in the URL is sent.
-        if parsed.password().is_none() && !parsed.query_pairs().any(|(k, _)| k == "password") {
-            options = options.password("");
-        }
-        if !self.inner.allow_private {
-            if options.get_socket().is_some() {
-                return Err(BatchFailure::Permanent(
-                    "a Unix socket is a local destination; private destinations are refused unless the operator sets FREIGHT_ALLOW_PRIVATE_DESTINATIONS=true".into(),
-                ));
-            }
-            let host = options.get_host().to_owned();
-            let addrs = resolver::resolve_checked(&host, options.get_port())
-                .await
-                .map_err(|e| match e {
-                    ResolveError::Forbidden(forbidden) => {
-                        BatchFailure::Permanent(forbidden.to_string())
-                    }
-                    ResolveError::Lookup(message) => BatchFailure::Transient(message),
-                })?;
-            // Connect to the address we checked. `verify-full` must check the certificate
-            // against the name, so it keeps the name (TLS then refuses a rebound host).
-            if !matches!(options.get_ssl_mode(), PgSslMode::VerifyFull) {
-                options = options.host(&addrs[0].ip().to_string());
-            }
-        }
-        Ok(options
-            .application_name("freight")
-            .disable_statement_logging())
+    /// Connection options for a destination URL, built field by field from its checked
+    /// parts ([`PostgresUrl`]) rather than by sqlx's own URL parser, which honours
+    /// `hostaddr`, `options` and friends. Every field sqlx would otherwise fill from the
+    /// worker's `PG*` environment is set here; the ones that cannot be (`PGSSLCERT`,
+    /// `PGOPTIONS`, ...) stop the process at start ([`crate::config`]). When private
+    /// destinations are refused, the host is resolved and checked here and the pool dials
+    /// the checked address (`hostaddr`), while the name stays the host, so `verify-full`
+    /// still checks the certificate against it.
+    /// The second value is the URL's `connect_timeout`, if any.
+    async fn connect_options(
+        &self,
+        url: &str,
+    ) -> Result<(PgConnectOptions, Option<Duration>), BatchFailure> {
+        let pg = PostgresUrl::parse(url)
+            .map_err(|e| BatchFailure::Permanent(format!("the destination URL is refused: {e}")))?;
+        let dial = if self.inner.allow_private {
+            pg.host_ip()
+        } else {
+            let addrs =
+                resolver::resolve_checked(&pg.host, pg.port)
+                    .await
+                    .map_err(|e| match e {
+                        ResolveError::Forbidden(forbidden) => {
+                            BatchFailure::Permanent(forbidden.to_string())
+                        }
+                        ResolveError::Lookup(message) => BatchFailure::Transient(message),
+                    })?;
+            Some(addrs[0].ip())
+        };
+        Ok((options_for(&pg, dial), pg.connect_timeout))
     }
+}
+
+/// The options of a connection to `pg`, dialling `dial` when given (else whatever the
+/// host resolves to), with the host's name kept for TLS: `verify-full` checks the
+/// certificate against the name while the socket goes to the checked address.
+fn options_for(pg: &PostgresUrl, dial: Option<std::net::IpAddr>) -> PgConnectOptions {
+    let options = PgConnectOptions::new_without_pgpass()
+        .host(&pg.host)
+        .port(pg.port)
+        .username(&pg.user)
+        // Only a password written in the URL is sent, never the worker's own.
+        .password(pg.password.as_deref().unwrap_or(""))
+        .database(&pg.database)
+        .ssl_mode(match pg.ssl_mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Allow => PgSslMode::Allow,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        })
+        .application_name(pg.application_name.as_deref().unwrap_or("freight"))
+        .disable_statement_logging();
+    match dial {
+        Some(ip) => options.hostaddr(ip),
+        None => options,
+    }
+}
+
+/// How much longer than its own `statement_timeout` a destination has to answer.
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+/// Runs `op` on a connection of `pool`, giving up after `limit`. A destination that
+/// accepts a statement and never answers (a tarpit, a dead network path) would
+/// otherwise hold a worker slot for ever; the connection given up on is in the middle of
+/// a statement, so it is closed rather than returned to the pool (whose release check
+/// would wait on the same silence).
+async fn on_connection<T>(
+    pool: &PgPool,
+    limit: Duration,
+    op: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    match tokio::time::timeout(limit, op(&mut conn)).await {
+        Ok(result) => result,
+        Err(_) => {
+            drop(conn.detach());
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the destination did not answer within {} s",
+                    limit.as_secs()
+                ),
+            )))
+        }
+    }
+}
+
+/// Whether `err` is [`on_connection`] giving up on a silent destination.
+fn is_no_answer(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
 }
 
 fn close_in_background(pool: PgPool) {
@@ -495,6 +545,9 @@ fn classify(err: &sqlx::Error, acquire_timeout: Duration) -> (ErrorClass, String
         sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             (Transient, "connection refused".into())
         }
+        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            (Transient, truncate(&e.to_string(), 300))
+        }
         sqlx::Error::Io(e) => (Transient, truncate(&format!("connection error: {e}"), 300)),
         sqlx::Error::Tls(e) => (Transient, truncate(&format!("TLS error: {e}"), 300)),
         sqlx::Error::Configuration(e) => (
@@ -596,16 +649,20 @@ impl PostgresConnector {
             && !cancel.is_cancelled()
         {
             let started = Instant::now();
-            if self
-                .copy_in(&entry.pool, &used, &parsed, &candidates)
-                .await
-                .is_ok()
-            {
-                let took = millis(started.elapsed());
-                for i in candidates {
-                    results[i] = Some((Outcome::Succeeded, took));
+            match self.copy_in(&entry.pool, &used, &parsed, &candidates).await {
+                Ok(_) => {
+                    let took = millis(started.elapsed());
+                    for i in candidates {
+                        results[i] = Some((Outcome::Succeeded, took));
+                    }
+                    return Ok(());
                 }
-                return Ok(());
+                // A destination that stopped answering would not answer the statement
+                // either: do not wait for it twice.
+                Err(e) if is_no_answer(&e) => {
+                    return Err(BatchFailure::Transient(classify(&e, acquire_timeout).1));
+                }
+                Err(_) => {}
             }
         }
         let sql = self.insert_sql(&used);
@@ -635,10 +692,14 @@ impl PostgresConnector {
             }
             payload.push(']');
             let started = Instant::now();
-            let outcome = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(payload)
-                .execute(&entry.pool)
-                .await;
+            let statement = sql.clone();
+            let outcome = on_connection(&entry.pool, self.answer_limit(), move |conn| {
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .bind(payload)
+                    .execute(conn)
+                    .boxed()
+            })
+            .await;
             let took = millis(started.elapsed());
             let err = match outcome {
                 Ok(_) => {
@@ -708,15 +769,28 @@ impl PostgresConnector {
             data.push('\n');
         }
         let statement = format!("COPY {} ({cols}) FROM STDIN", self.target.table_sql);
-        let mut copy = pool.copy_in_raw(&statement).await?;
-        let sent = copy.send(data.into_bytes()).await.map(|_| ());
-        match sent {
-            Ok(()) => copy.finish().await,
-            Err(e) => {
-                let _ = copy.abort("freight: the batch could not be sent").await;
-                Err(e)
+        on_connection(pool, self.answer_limit(), move |conn| {
+            async move {
+                let mut copy = conn.copy_in_raw(&statement).await?;
+                let sent = copy.send(data.into_bytes()).await.map(|_| ());
+                match sent {
+                    Ok(()) => copy.finish().await,
+                    Err(e) => {
+                        let _ = copy.abort("freight: the batch could not be sent").await;
+                        Err(e)
+                    }
+                }
             }
-        }
+            .boxed()
+        })
+        .await
+    }
+
+    /// How long the worker waits for the destination's answer to one statement: the
+    /// server's own `statement_timeout` (which cancels a slow statement with SQLSTATE
+    /// 57014) plus a margin, for a server that does not answer at all.
+    fn answer_limit(&self) -> Duration {
+        self.cache.inner.settings.statement_timeout + ANSWER_MARGIN
     }
 
     /// `INSERT … SELECT … FROM jsonb_populate_recordset(…)`, with the upsert clause.
@@ -781,9 +855,11 @@ impl PostgresConnector {
              AND ty.typcategory <> 'A' AND ty.typname NOT IN ('json', 'jsonb')), '{}'::text[]) \
              FROM (SELECT to_regclass($1)::oid AS oid) t WHERE t.oid IS NOT NULL";
         let acquire_timeout = self.cache.inner.settings.acquire_timeout;
-        let found: Option<(Vec<String>, Vec<String>)> = sqlx::query_as(SQL)
-            .bind(&self.target.table_sql)
-            .fetch_optional(&entry.pool)
+        let table = self.target.table_sql.clone();
+        let found: Option<(Vec<String>, Vec<String>)> =
+            on_connection(&entry.pool, self.answer_limit(), move |conn| {
+                sqlx::query_as(SQL).bind(table).fetch_optional(conn).boxed()
+            })
             .await
             .map_err(|e| match classify(&e, acquire_timeout) {
                 (ErrorClass::AllPermanent, message) => BatchFailure::Permanent(message),
@@ -817,6 +893,7 @@ impl PostgresConnector {
 mod tests {
     use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
     use serde_json::{Value, json};
+    use url::Url;
 
     use super::*;
 
@@ -900,6 +977,7 @@ mod tests {
     fn spec(url: &str, table: &str, mode: WriteMode) -> PostgresDestination {
         PostgresDestination {
             url: url.to_owned(),
+            url_redacted: None,
             table: table.to_owned(),
             key: vec!["id".to_owned()],
             mode,
@@ -1274,21 +1352,38 @@ mod tests {
         for url in [
             "postgres://postgres@127.0.0.1:5432/postgres",
             "postgres://postgres@localhost:5432/postgres",
-            "postgres://postgres@db.example.com:5432/postgres?host=10.0.0.1",
-            "postgres://postgres@db.example.com:5432/postgres?host=/var/run/postgresql",
+            "postgres://postgres@[::1]:5432/postgres?sslmode=verify-full",
         ] {
             let connector = cache.connector(spec(url, "people", WriteMode::Insert));
             let results = deliver(&connector, &records([json!({"id": 1})])).await;
             match &results[0].outcome {
-                Outcome::Permanent(m) => assert!(
-                    m.contains("private")
-                        && (m.contains("loopback")
-                            || m.contains("private network")
-                            || m.contains("socket")),
-                    "{url}: {m}"
-                ),
+                Outcome::Permanent(m) => assert!(m.contains("private"), "{url}: {m}"),
                 other => panic!("{url}: {other:?}"),
             }
+        }
+        // Parameters that would dial elsewhere than the checked host are refused before
+        // anything is resolved, whether or not private destinations are allowed.
+        for allow_private in [false, true] {
+            let cache = PoolCache::new(allow_private);
+            for url in [
+                "postgres://postgres@93.184.216.34:5432/postgres?hostaddr=127.0.0.1",
+                "postgres://postgres@db.example.com:5432/postgres?host=10.0.0.1",
+                "postgres://postgres@db.example.com:5432/postgres?host=/var/run/postgresql",
+                "postgres://postgres@%2Fvar%2Frun%2Fpostgresql/postgres",
+            ] {
+                let connector = cache.connector(spec(url, "people", WriteMode::Insert));
+                let results = deliver(&connector, &records([json!({"id": 1})])).await;
+                match &results[0].outcome {
+                    Outcome::Permanent(m) => {
+                        assert!(
+                            m.starts_with("the destination URL is refused"),
+                            "{url}: {m}"
+                        )
+                    }
+                    other => panic!("{url}: {other:?}"),
+                }
+            }
+            assert_eq!(cache.pool_count(), 0);
         }
         assert_eq!(cache.pool_count(), 0);
     }
@@ -1369,6 +1464,25 @@ mod tests {
         );
         assert_eq!(results[1].outcome, Outcome::Succeeded);
         cache.close().await;
+    }
+
+    #[test]
+    fn options_dial_the_checked_address_and_keep_the_name_for_tls() {
+        let pg = PostgresUrl::parse(
+            "postgres://app:pw@db.example.com:6543/crm?sslmode=verify-full&application_name=x",
+        )
+        .unwrap();
+        let options = options_for(&pg, Some("93.184.216.34".parse().unwrap()));
+        assert_eq!(options.get_host(), "db.example.com");
+        assert_eq!(options.get_port(), 6543);
+        assert_eq!(options.get_username(), "app");
+        assert_eq!(options.get_database(), Some("crm"));
+        assert_eq!(options.get_application_name(), Some("x"));
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::VerifyFull));
+        assert_eq!(options.get_socket(), None);
+        let debug = format!("{options:?}");
+        assert!(debug.contains("hostaddr: Some(93.184.216.34)"), "{debug}");
+        assert!(debug.contains("options: None"), "{debug}");
     }
 
     #[test]

@@ -36,8 +36,10 @@ pub struct ForbiddenAddress {
 
 impl fmt::Display for ForbiddenAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A name's addresses are never quoted: which internal address a name resolves to
+        // is exactly what a tenant probing the operator's DNS wants to learn.
         match &self.host {
-            Some(host) => write!(f, "`{host}` resolves to {}, a {}", self.ip, self.reason)?,
+            Some(host) => write!(f, "`{host}` is a private destination")?,
             None => write!(f, "{} is a {}", self.ip, self.reason)?,
         }
         f.write_str(
@@ -169,7 +171,8 @@ mod tests {
     async fn refuses_loopback_names_and_literals() {
         let err = resolve_checked("localhost", 80).await.unwrap_err();
         assert!(matches!(err, ResolveError::Forbidden(_)), "{err}");
-        assert!(err.to_string().contains("loopback"), "{err}");
+        assert!(err.to_string().contains("private destination"), "{err}");
+        assert!(!err.to_string().contains("127.0.0.1"), "{err}");
         assert!(matches!(
             resolve_checked("127.0.0.1", 80).await,
             Err(ResolveError::Forbidden(_))

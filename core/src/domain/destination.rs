@@ -3,13 +3,13 @@
 //! operator configured a key ([`crate::secrets`]); responses only ever see
 //! [`Destination::redacted`].
 
-use std::{collections::BTreeMap, convert::Infallible, net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 use utoipa::ToSchema;
 
-use super::ssrf;
+use super::{postgres_url::PostgresUrl, ssrf};
 use crate::{error::Problems, secrets};
 
 pub const REDACTED: &str = "[redacted]";
@@ -49,6 +49,10 @@ pub enum Destination {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpDestination {
     pub url: String,
+    /// The URL as responses show it, stored beside a sealed `url` (absent when `url` is
+    /// stored as given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_redacted: Option<String>,
     pub method: HttpMethod,
     pub headers: BTreeMap<String, String>,
     pub timeout_ms: u64,
@@ -65,6 +69,9 @@ pub enum HttpMethod {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PostgresDestination {
     pub url: String,
+    /// As [`HttpDestination::url_redacted`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_redacted: Option<String>,
     pub table: String,
     pub key: Vec<String>,
     pub mode: WriteMode,
@@ -96,13 +103,23 @@ impl DestinationInput {
         let destination = self.validate_kind(problems)?;
         // A tenant must not pass off a sealed value (from a leaked dump, say) as its own
         // secret: the worker would open it and send the plaintext to the tenant's URL.
-        destination.with_secrets(|field, value| {
+        let url_parts = Url::parse(destination.url())
+            .map(|u| url_secret_parts(&u))
+            .unwrap_or_default();
+        let header_values = match &destination {
+            Destination::Http(h) => h.headers.iter().collect(),
+            Destination::Postgres(_) => Vec::new(),
+        };
+        let fields = url_parts
+            .iter()
+            .map(|value| ("url".to_owned(), value.as_str()))
+            .chain(
+                header_values
+                    .into_iter()
+                    .map(|(name, value)| (format!("headers.{name}"), value.as_str())),
+            );
+        for (field, value) in fields {
             if secrets::is_sealed(value) {
-                let field = if field.starts_with("url.") {
-                    "url"
-                } else {
-                    field
-                };
                 problems.push(
                     format!("destination.{field}"),
                     format!(
@@ -111,8 +128,7 @@ impl DestinationInput {
                     ),
                 );
             }
-            value.to_owned()
-        });
+        }
         Some(destination)
     }
 
@@ -185,6 +201,7 @@ impl DestinationInput {
         );
         Some(HttpDestination {
             url: url?.to_string(),
+            url_redacted: None,
             method: method?,
             headers,
             timeout_ms: timeout_ms?,
@@ -206,7 +223,10 @@ impl DestinationInput {
         }
         let url = problems.check(
             "destination.url",
-            parse_url(self.url.as_deref(), &["postgres", "postgresql"]),
+            parse_url(self.url.as_deref(), &["postgres", "postgresql"]).and_then(|url| {
+                PostgresUrl::parse(url.as_str())?;
+                Ok(url)
+            }),
         );
         let table = match self.table.as_deref() {
             None => {
@@ -254,6 +274,7 @@ impl DestinationInput {
         }
         Some(PostgresDestination {
             url: url?.to_string(),
+            url_redacted: None,
             table: table?,
             key,
             mode: mode?,
@@ -300,49 +321,52 @@ impl Destination {
         }
     }
 
-    /// The destination as responses show it: header values and URL passwords replaced by
-    /// `[redacted]` / `redacted`. Nothing else of the stored spec is secret.
+    fn url_fields(&mut self) -> (&mut String, &mut Option<String>) {
+        match self {
+            Destination::Http(h) => (&mut h.url, &mut h.url_redacted),
+            Destination::Postgres(p) => (&mut p.url, &mut p.url_redacted),
+        }
+    }
+
+    /// The destination as responses show it: header values replaced by `[redacted]`,
+    /// and the URL by its redacted form ([`redact_url`]: no password, no query value, no
+    /// long opaque path segment).
     pub fn redacted(&self) -> serde_json::Value {
         let mut copy = self.clone();
-        match &mut copy {
-            Destination::Http(h) => {
-                h.url = redact_url(&h.url);
-                h.headers
-                    .values_mut()
-                    .for_each(|v| *v = REDACTED.to_owned());
-            }
-            Destination::Postgres(p) => p.url = redact_url(&p.url),
+        let (url, shown) = copy.url_fields();
+        *url = shown.take().unwrap_or_else(|| redact_url(url));
+        if let Destination::Http(h) = &mut copy {
+            h.headers
+                .values_mut()
+                .for_each(|v| *v = REDACTED.to_owned());
         }
         serde_json::to_value(copy).expect("a destination always serialises")
     }
 
     /// Rewrites every secret the destination holds through `f`, which gets the field's
-    /// name (`headers.Authorization`, `url.password`, `url.query.password`) and value:
-    /// header values, the URL's password and its secret-named query parameters, exactly
-    /// what [`Destination::redacted`] hides. Sealing, opening and rotation all go through
-    /// here, so what responses redact is what is stored sealed. A URL whose secrets `f`
-    /// leaves unchanged is kept byte for byte.
+    /// name and value: `url` (the whole URL: its password, query and path may all be
+    /// secret, as a chat webhook's path is) and `headers.<name>` (each header value).
+    /// Sealing, opening and rotation all go through here. When `f` changes the URL,
+    /// `shown` gets the URL as it was and the redacted form kept so far, and says which
+    /// redacted form to keep beside the new value (`None` for a URL in the clear).
     pub fn map_secrets<E>(
         &self,
         mut f: impl FnMut(&str, &str) -> Result<String, E>,
+        shown: impl FnOnce(&str, Option<String>) -> Option<String>,
     ) -> Result<Destination, E> {
         let mut copy = self.clone();
-        match &mut copy {
-            Destination::Http(h) => {
-                h.url = map_url_secrets(&h.url, &mut f)?;
-                for (name, value) in h.headers.iter_mut() {
-                    *value = f(&format!("headers.{name}"), value)?;
-                }
+        let (url, url_redacted) = copy.url_fields();
+        let new = f("url", url)?;
+        if new != *url {
+            *url_redacted = shown(url, url_redacted.take());
+            *url = new;
+        }
+        if let Destination::Http(h) = &mut copy {
+            for (name, value) in h.headers.iter_mut() {
+                *value = f(&format!("headers.{name}"), value)?;
             }
-            Destination::Postgres(p) => p.url = map_url_secrets(&p.url, &mut f)?,
         }
         Ok(copy)
-    }
-
-    /// [`map_secrets`](Self::map_secrets) with a function that cannot fail.
-    pub fn with_secrets(&self, mut f: impl FnMut(&str, &str) -> String) -> Destination {
-        self.map_secrets(|field, value| Ok::<_, Infallible>(f(field, value)))
-            .unwrap_or_else(|never| match never {})
     }
 
     /// Refuses destinations whose host is, or resolves to, a loopback, private,
@@ -370,44 +394,104 @@ impl Destination {
             tokio::net::lookup_host((host.as_str(), port)),
         )
         .await;
-        if let Ok(Ok(addrs)) = lookup {
-            for addr in addrs {
-                refuse_if_forbidden(addr.ip())
-                    .map_err(|reason| format!("`{host}` resolves to {}: {reason}", addr.ip()))?;
-            }
+        if let Ok(Ok(mut addrs)) = lookup
+            && addrs.any(|addr| ssrf::forbidden_reason(addr.ip()).is_some())
+        {
+            // Not which address, nor what kind: that would answer questions about the
+            // operator's internal DNS.
+            return Err(format!(
+                "`{host}` is a private destination; {}",
+                PRIVATE_REFUSED
+            ));
         }
         Ok(())
     }
 }
 
+const PRIVATE_REFUSED: &str = "private destinations are refused unless the operator sets FREIGHT_ALLOW_PRIVATE_DESTINATIONS=true";
+
 fn refuse_if_forbidden(ip: IpAddr) -> Result<(), String> {
     match ssrf::forbidden_reason(ip) {
         None => Ok(()),
-        Some(reason) => Err(format!(
-            "points at a {reason}; private destinations are refused unless the operator sets FREIGHT_ALLOW_PRIVATE_DESTINATIONS=true"
-        )),
+        Some(reason) => Err(format!("points at a {reason}; {PRIVATE_REFUSED}")),
     }
 }
 
-/// Replaces a URL's secrets with `redacted`: the password of its user info, and the
-/// value of every query parameter that names a secret (`password`, `sslpassword`,
-/// `token`, `api_key`, ...), as Postgres connection URLs and many APIs carry them there.
+/// The URL as responses and error messages show it: its password, the value of every
+/// query parameter and every long opaque path segment (a webhook's token) replaced by
+/// `redacted`. Host, port, scheme and the readable path stay.
 pub fn redact_url(raw: &str) -> String {
-    if Url::parse(raw).is_err() {
+    let Ok(mut url) = Url::parse(raw) else {
         return REDACTED.to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some(REDACTED_PASSWORD));
     }
-    map_url_secrets(raw, &mut |_, _| {
-        Ok::<_, Infallible>(REDACTED_PASSWORD.to_owned())
-    })
-    .unwrap_or_else(|never| match never {})
+    if url.query().is_some() {
+        let names: Vec<String> = url
+            .query_pairs()
+            .map(|(name, _)| name.into_owned())
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(names.iter().map(|n| (n.as_str(), REDACTED_PASSWORD)));
+    }
+    if let Some(segments) = url.path_segments() {
+        // Decoded: `extend` encodes each segment again.
+        let segments: Vec<String> = segments
+            .map(|seg| {
+                if is_opaque_segment(seg) {
+                    REDACTED_PASSWORD.to_owned()
+                } else {
+                    percent_encoding::percent_decode_str(seg)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                }
+            })
+            .collect();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.clear().extend(segments.iter().map(String::as_str));
+        }
+    }
+    url.to_string()
 }
 
-/// [`Destination::map_secrets`] for one URL.
-fn map_url_secrets<E>(
+/// A path segment that reads like a token rather than a name: at least 16 characters
+/// with both letters and digits, or at least 32 of anything (Slack, Discord and
+/// Telegram webhooks carry their secret this way).
+fn is_opaque_segment(segment: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+    let n = decoded.chars().count();
+    let digits = decoded.chars().any(|c| c.is_ascii_digit());
+    let letters = decoded.chars().any(|c| c.is_alphabetic());
+    n >= 32 || (n >= 16 && digits && letters)
+}
+
+/// The parts of a URL that [`redact_url`] hides, decoded: its password, every query
+/// value and every opaque path segment. A connector scrubs them from any text it
+/// reports (a destination may echo its own URL back).
+pub fn url_secret_parts(url: &Url) -> Vec<String> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut parts: Vec<String> = url.password().map(decode).into_iter().collect();
+    parts.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+    if let Some(segments) = url.path_segments() {
+        parts.extend(segments.filter(|s| is_opaque_segment(s)).map(decode));
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// Opens a URL stored by an earlier version, which sealed its password and the values of
+/// secret-named query parameters one by one (fields `url.password`, `url.query.<name>`)
+/// rather than the whole URL. A URL with nothing sealed inside comes back as it is.
+pub fn open_legacy_url_parts<E>(
     raw: &str,
-    f: &mut impl FnMut(&str, &str) -> Result<String, E>,
+    mut open: impl FnMut(&str, &str) -> Result<String, E>,
 ) -> Result<String, E> {
-    // Stored URLs were validated, so they parse; anything else holds nothing to map.
     let Ok(mut url) = Url::parse(raw) else {
         return Ok(raw.to_owned());
     };
@@ -417,51 +501,32 @@ fn map_url_secrets<E>(
         let current = percent_encoding::percent_decode_str(password)
             .decode_utf8_lossy()
             .into_owned();
-        let new = f("url.password", &current)?;
-        if new != current {
-            let _ = url.set_password(Some(&new));
+        if secrets::is_sealed(&current) {
+            let _ = url.set_password(Some(&open("url.password", &current)?));
             changed = true;
         }
     }
-    if url.query().is_some() {
-        let mut any = false;
+    if url
+        .query()
+        .is_some_and(|q| q.contains("enc%3Av1") || q.contains("enc:v1"))
+    {
         let mut pairs = Vec::new();
         for (name, value) in url.query_pairs().into_owned() {
-            let value = if is_secret_param(&name) {
-                let new = f(&format!("url.query.{name}"), &value)?;
-                any |= new != value;
-                new
+            let value = if secrets::is_sealed(&value) {
+                open(&format!("url.query.{name}"), &value)?
             } else {
                 value
             };
             pairs.push((name, value));
         }
-        if any {
-            url.query_pairs_mut().clear().extend_pairs(pairs);
-            changed = true;
-        }
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        changed = true;
     }
     Ok(if changed {
         url.to_string()
     } else {
         raw.to_owned()
     })
-}
-
-fn is_secret_param(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    [
-        "pass",
-        "pwd",
-        "secret",
-        "token",
-        "key",
-        "auth",
-        "signature",
-        "credential",
-    ]
-    .iter()
-    .any(|s| n.contains(s))
 }
 
 #[cfg(test)]
@@ -535,6 +600,39 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[test]
+    fn redacted_urls_keep_where_they_point_and_nothing_secret() {
+        for (raw, shown) in [
+            (
+                "https://user:hunter2@crm.example.com:8443/api/v1/import?sig=abc123&code=xyz&page=2",
+                "https://user:redacted@crm.example.com:8443/api/v1/import?sig=redacted&code=redacted&page=redacted",
+            ),
+            (
+                "https://hooks.slack.com/services/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",
+                "https://hooks.slack.com/services/T0AB12CD3/B0CD45EF6/redacted",
+            ),
+            (
+                "https://discord.com/api/webhooks/123456789012345678/abcDEFghiJKLmnoPQRstuVWXyz0123456789abcDEFghiJKLmnoPQRstuVWXyz012345",
+                "https://discord.com/api/webhooks/123456789012345678/redacted",
+            ),
+            (
+                "https://api.example.com/customers-import-endpoint/v2",
+                "https://api.example.com/customers-import-endpoint/v2",
+            ),
+            (
+                "postgres://app:pa55word@db.example.com:5432/crm?sslmode=require",
+                "postgres://app:redacted@db.example.com:5432/crm?sslmode=redacted",
+            ),
+        ] {
+            assert_eq!(redact_url(raw), shown, "{raw}");
+            let parts = url_secret_parts(&Url::parse(raw).unwrap());
+            for part in &parts {
+                assert!(!redact_url(raw).contains(part.as_str()), "{raw}: {part}");
+            }
+        }
+        assert_eq!(redact_url("not a url"), REDACTED);
     }
 
     #[test]

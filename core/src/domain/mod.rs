@@ -4,6 +4,7 @@ pub mod api_key;
 pub mod destination;
 pub mod job_spec;
 pub mod ndjson;
+pub mod postgres_url;
 pub mod record;
 pub mod retry_policy;
 pub mod ssrf;

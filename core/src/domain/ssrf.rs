@@ -2,8 +2,9 @@
 //!
 //! Refused unless the operator allows private destinations: loopback, RFC 1918 private,
 //! link-local (cloud metadata lives at 169.254.169.254), CGNAT, unspecified, multicast,
-//! broadcast, reserved and benchmarking ranges, and the IPv6 equivalents, including IPv4
-//! addresses smuggled inside IPv6 (mapped, compatible, NAT64, 6to4). Decimal and octal
+//! broadcast, reserved, documentation (TEST-NET), 6to4 relay and benchmarking ranges, and
+//! the IPv6 equivalents, including IPv4 addresses smuggled inside IPv6 (mapped,
+//! compatible, NAT64, 6to4) and tunnels that cannot be checked (Teredo, local-use NAT64). Decimal and octal
 //! IPv4 spellings never reach here as text: the URL parser normalises them to an address.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -34,6 +35,13 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("IETF protocol assignment address")
     } else if a == 198 && (b == 18 || b == 19) {
         Some("benchmarking address")
+    } else if (a == 192 && b == 0 && c == 2)
+        || (a == 198 && b == 51 && c == 100)
+        || (a == 203 && b == 0 && c == 113)
+    {
+        Some("documentation (TEST-NET) address")
+    } else if a == 192 && b == 88 && c == 99 {
+        Some("6to4 relay anycast address")
     } else {
         None
     }
@@ -56,6 +64,15 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if seg[0] == 0x2002 {
         return forbidden_v4(embedded(seg[1], seg[2]));
     }
+    // Local-use NAT64 (64:ff9b:1::/48) translates to whatever the operator's network
+    // routes, and Teredo (2001::/32) tunnels to an obfuscated IPv4: neither is a public
+    // destination Freight can check.
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+        return Some("local-use NAT64 address");
+    }
+    if seg[0] == 0x2001 && seg[1] == 0 {
+        return Some("Teredo tunnel address");
+    }
     if ip.is_loopback() {
         Some("loopback address")
     } else if ip.is_unspecified() {
@@ -68,6 +85,10 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("multicast address")
     } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
         Some("documentation address")
+    } else if seg[0] == 0x2001 && seg[1] == 2 && seg[2] == 0 {
+        Some("benchmarking address")
+    } else if seg[..4] == [0x100, 0, 0, 0] {
+        Some("discard-only address")
     } else {
         None
     }
@@ -101,6 +122,16 @@ mod tests {
             "64:ff9b::7f00:1",
             "2002:7f00:1::",
             "ff02::1",
+            "192.0.2.10",
+            "198.51.100.7",
+            "203.0.113.200",
+            "192.88.99.1",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:2::1",
+            "100::1",
         ] {
             let ip: IpAddr = s.parse().unwrap();
             assert!(forbidden_reason(ip).is_some(), "{s} should be refused");
@@ -115,6 +146,9 @@ mod tests {
             "2606:4700::1111",
             "::ffff:8.8.8.8",
             "172.32.0.1",
+            "203.0.114.1",
+            "2001:4860:4860::8888",
+            "64:ff9b::808:808",
         ] {
             let ip: IpAddr = s.parse().unwrap();
             assert_eq!(forbidden_reason(ip), None, "{s} should be allowed");
