@@ -7,7 +7,7 @@ use axum::{
     http::{HeaderMap, header, request::Parts},
 };
 use freight_core::FieldError;
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, de::DeserializeOwned};
 
 use crate::error::ApiError;
 
@@ -32,6 +32,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             ));
         }
         Ok(ApiJson(value))
+    }
+}
+
+/// A JSON object body kept as its bytes, for handlers that parse it themselves (borrowing
+/// from it rather than building a value): the same checks as [`ApiJson`] but the parse.
+pub struct ApiJsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiJsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        require_json(req.headers())?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            // Say what is wrong with it: not JSON at all, or JSON of the wrong shape.
+            parse_json::<serde::de::IgnoredAny>(&bytes)?;
+            return Err(ApiError::bad_request(
+                "the body has the wrong shape: expected a JSON object",
+            ));
+        }
+        Ok(ApiJsonBytes(bytes))
     }
 }
 
@@ -72,8 +95,9 @@ pub fn body_rejection(err: BytesRejection) -> ApiError {
     }
 }
 
-/// Parses JSON into `T`. Syntax errors and wrong types are both 400, naming the path.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Parses JSON into `T`, which may borrow from `bytes`. Syntax errors and wrong types are
+/// both 400, naming the path.
+pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| json_error(e.path().to_string(), e.inner()))?;

@@ -132,13 +132,15 @@ pub fn router(state: AppState) -> Router {
     openapi::finish(&mut openapi);
     let openapi = Arc::new(openapi);
     router
-        .route_layer(axum::middleware::from_fn(middleware::track_http))
         .route(
             "/api/v1/openapi.json",
             get(move || async move { Json(openapi.as_ref().clone()) }),
         )
         .route("/api/v1/docs", get(routes::ops::docs_page))
         .fallback(|| async { ApiError::NotFound("no such route; see /api/v1/openapi.json".into()) })
+        // After the routes and the fallback, so every request is counted, each by its
+        // route's template (or `unmatched`).
+        .layer(axum::middleware::from_fn(middleware::track_http))
         .with_state(state)
 }
 

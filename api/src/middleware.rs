@@ -151,8 +151,10 @@ fn panic_problem(err: Box<dyn Any + Send + 'static>) -> Response {
     .into_response_with(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// Counts and times every routed request by its route template (`/api/v1/jobs/{id}`),
-/// never its raw path: ids in labels would make every job a new time series.
+/// Counts and times every request by its route template (`/api/v1/jobs/{id}`, or
+/// `unmatched`) and its method (one of a fixed set, or `OTHER`), never anything the
+/// client spells: a raw path or a made-up method in a label would make each request a
+/// new time series, kept for ever.
 pub async fn track_http(
     matched: Option<axum::extract::MatchedPath>,
     req: Request<Body>,
@@ -162,13 +164,27 @@ pub async fn track_http(
     let route = matched
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = std::time::Instant::now();
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();
-    metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     res
+}
+
+/// The methods a label may name; any other is `OTHER`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }

@@ -63,6 +63,9 @@ pub struct RedisSettings {
 pub struct HttpSettings {
     pub addr: SocketAddr,
     pub body_limit: usize,
+    /// `MAX_RECORD_BYTES`: the largest single record an upload or an inline job may
+    /// hold; a larger one is refused (422) as soon as that many bytes of it arrived.
+    pub max_record_bytes: usize,
     pub request_timeout: Duration,
     /// Empty: no CORS headers at all. `*`: any origin.
     pub cors_allowed_origins: Vec<String>,
@@ -163,6 +166,7 @@ impl Settings {
             http: HttpSettings {
                 addr: env.parsed_any("HTTP_ADDR", "127.0.0.1:8080")?,
                 body_limit: env.size("HTTP_BODY_LIMIT", "10MiB")?,
+                max_record_bytes: env.size("MAX_RECORD_BYTES", "1MiB")?,
                 request_timeout: env.duration("HTTP_REQUEST_TIMEOUT", "30s")?,
                 cors_allowed_origins: env
                     .string("CORS_ALLOWED_ORIGINS", "")

@@ -664,22 +664,32 @@ async fn pathological_records() {
     .await;
     expect_problem(res, StatusCode::BAD_REQUEST, "1e400").await;
 
-    // A 1 MiB string is an ordinary record, stored whole.
-    let blob = "x".repeat(1 << 20);
-    let body = json!({
-        "source": {"type": "inline", "records": [{"id": 1, "blob": blob}]},
-        "destination": {"type": "http", "url": "http://127.0.0.1:9/x"},
-    });
-    let job = app.create_job(&key, &body).await;
+    // A record of exactly MAX_RECORD_BYTES (1 MiB by default) is an ordinary record,
+    // stored whole; one byte more is refused, naming it.
+    let overhead = r#"{"id":1,"blob":""}"#.len();
+    let record = |blob_len: usize| {
+        json!({
+            "source": {"type": "inline", "records": [{"id": 1, "blob": "x".repeat(blob_len)}]},
+            "destination": {"type": "http", "url": "http://127.0.0.1:9/x"},
+        })
+    };
+    let job = app.create_job(&key, &record((1 << 20) - overhead)).await;
     let id = job["id"].as_str().unwrap();
     let n = crate::intake_support::scalar(
         &app,
         &format!(
-            "SELECT length(payload->>'blob')::bigint AS n FROM job_records WHERE job_id = '{id}'"
+            "SELECT length(payload::text)::bigint AS n FROM job_records WHERE job_id = '{id}'"
         ),
     )
     .await;
     assert_eq!(n, 1 << 20);
+    let (status, problem) = app.post_job(&key, &record((1 << 20) - overhead + 1)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(error_fields(&problem), ["source.records[0]"]);
+    assert!(
+        problem.to_string().contains("MAX_RECORD_BYTES"),
+        "{problem}"
+    );
 }
 
 /// Free text that cannot be stored (a NUL character) is a broken rule, never a 500.

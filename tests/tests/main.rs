@@ -5,6 +5,7 @@ mod auth;
 mod engine;
 mod fairness;
 mod hostile_destinations;
+mod hostile_requests;
 mod intake_fuzz;
 mod intake_idempotency;
 mod intake_listing;

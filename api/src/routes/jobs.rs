@@ -11,22 +11,23 @@ use entity::job::{self, JobStatus};
 use freight_core::{
     FieldError,
     domain::{
+        decode::{CheckedRecord, DecodeErrorKind, RecordDecoder},
         job_spec::{CreateJobRequest, request_fingerprint},
-        ndjson::{CheckedLine, NdjsonDecoder},
-        record::{self, Staged},
+        json_array::JsonArrayDecoder,
+        ndjson::NdjsonDecoder,
+        record::Staged,
     },
     pg_txn::PgTxn,
     repo::{
         batches,
         jobs::{self, Created, Idempotency},
         page::PageRequest,
-        tenants,
+        records, tenants,
     },
 };
 use futures::{StreamExt, stream::BoxStream};
 use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -34,7 +35,7 @@ use uuid::Uuid;
 use crate::{
     auth::AuthTenant,
     error::{ApiError, ApiResult, Problem},
-    extract::{ApiJson, ApiPath, ApiQuery, from_value, media_type, parse_json},
+    extract::{ApiJsonBytes, ApiPath, ApiQuery, media_type, parse_json},
     job_views::Lookup,
     state::AppState,
     views::{JobView, Page},
@@ -73,17 +74,20 @@ async fn create_job(
     State(state): State<AppState>,
     auth: AuthTenant,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Value>,
+    ApiJsonBytes(body): ApiJsonBytes,
 ) -> ApiResult<Response> {
     let idempotency_key = idempotency_key(&headers)?;
-    let fingerprint = request_fingerprint(&body);
-    let request: CreateJobRequest = from_value(body)?;
+    // Borrowed from the body: inline records stay the text they came as.
+    let request: CreateJobRequest = parse_json(&body)?;
     let tenant = tenants::get(&state.db, auth.tenant_id)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("tenant no longer exists".into()))?;
-    let new = request.validate(tenants::default_retry(&tenant))?;
+    let new = request.validate(
+        tenants::default_retry(&tenant),
+        state.settings.http.max_record_bytes,
+    )?;
     if let Some(max) = tenant.max_records_per_job
-        && new.records.len() as i64 > max
+        && new.record_count > max
     {
         return Err(ApiError::Validation(vec![FieldError::new(
             "source.records",
@@ -94,7 +98,14 @@ async fn create_job(
         .check_network(state.settings.allow_private_destinations)
         .await
         .map_err(|m| ApiError::Validation(vec![FieldError::new("destination.url", m)]))?;
-    let idempotency = idempotency_key.map(|key| Idempotency { key, fingerprint });
+    let idempotency = match idempotency_key {
+        Some(key) => Some(Idempotency {
+            key,
+            fingerprint: request_fingerprint(&body)
+                .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?,
+        }),
+        None => None,
+    };
     let (status, job) = match jobs::create(
         &state.db,
         auth.tenant_id,
@@ -222,11 +233,6 @@ pub struct UploadAccepted {
     pub total: i64,
 }
 
-enum UploadFormat {
-    JsonArray,
-    Ndjson,
-}
-
 /// Add records to an `upload` job: a JSON array (`application/json`) or NDJSON
 /// (`application/x-ndjson`), streamed. May be called many times before `start`. A call is
 /// all or nothing: one bad record and none of the call's records are kept.
@@ -244,10 +250,11 @@ async fn upload_records(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<UploadAccepted>)> {
-    let format = match media_type(&headers).as_str() {
-        "application/json" => UploadFormat::JsonArray,
+    let max_record = state.settings.http.max_record_bytes;
+    let decoder: Box<dyn RecordDecoder> = match media_type(&headers).as_str() {
+        "application/json" => Box::new(JsonArrayDecoder::new(max_record)),
         "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => {
-            UploadFormat::Ndjson
+            Box::new(NdjsonDecoder::new(max_record))
         }
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -276,33 +283,7 @@ async fn upload_records(
     let unlocked = jobs::get(&state.db, auth.tenant_id, id).await?;
     jobs::require_awaiting_upload(&unlocked, "records can be added")?;
     let key = unlocked.record_key;
-    let chunks = match format {
-        UploadFormat::JsonArray => {
-            let bytes = axum::body::to_bytes(body, usize::MAX)
-                .await
-                .map_err(stream_error)?;
-            let records: Vec<Value> = parse_json(&bytes)?;
-            let errors: Vec<FieldError> = records
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| {
-                    record::check(r)
-                        .err()
-                        .map(|m| FieldError::new(format!("records[{i}]"), m))
-                })
-                .take(20)
-                .collect();
-            if !errors.is_empty() {
-                return Err(ApiError::Validation(errors));
-            }
-            let staged = records
-                .iter()
-                .map(|r| Staged::of(r, key.as_deref()))
-                .collect();
-            futures::stream::iter([Ok(staged)]).boxed()
-        }
-        UploadFormat::Ndjson => parse_ahead(body, key),
-    };
+    let chunks = parse_ahead(body, key, decoder);
     let _upload = state
         .uploads
         .acquire()
@@ -329,13 +310,17 @@ async fn upload_records(
 /// meanwhile, and then streams into `COPY` as fast as Postgres takes it.
 const PARSE_AHEAD: usize = 16;
 
-/// Reads and checks an NDJSON body in a task of its own, up to [`PARSE_AHEAD`] chunks
-/// ahead of the returned stream. The task ends at the body's end, at its first error
-/// (the stream's last item), or when the stream is dropped.
-fn parse_ahead(body: Body, key: Option<String>) -> BoxStream<'static, ApiResult<Vec<Staged>>> {
+/// Reads and checks a body in a task of its own, up to [`PARSE_AHEAD`] chunks ahead of
+/// the returned stream. The task ends at the body's end, at its first error (the
+/// stream's last item), or when the stream is dropped.
+fn parse_ahead(
+    body: Body,
+    key: Option<String>,
+    decoder: Box<dyn RecordDecoder>,
+) -> BoxStream<'static, ApiResult<Vec<Staged>>> {
     let (tx, rx) = tokio::sync::mpsc::channel(PARSE_AHEAD);
     tokio::spawn(async move {
-        let mut chunks = NdjsonChunks::new(body, key);
+        let mut chunks = RecordChunks::new(body, key, decoder);
         loop {
             let next = chunks.next_chunk().await;
             if matches!(&next, Ok(chunk) if chunk.is_empty()) {
@@ -351,17 +336,14 @@ fn parse_ahead(body: Body, key: Option<String>) -> BoxStream<'static, ApiResult<
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
-/// Records per chunk an upload is parsed and streamed into `COPY` in.
-const UPLOAD_CHUNK: usize = 5_000;
-
-/// An NDJSON body read as chunks of at most [`UPLOAD_CHUNK`] checked records.
-struct NdjsonChunks {
+/// A body read as chunks of at most [`records::CHUNK`] checked records.
+struct RecordChunks {
     stream: axum::body::BodyDataStream,
-    decoder: NdjsonDecoder,
+    decoder: Box<dyn RecordDecoder>,
     /// Parsed and checked, not handed out yet: each record's own text.
     pending: Vec<Staged>,
-    /// The lines of the frame being decoded.
-    decoded: Vec<CheckedLine>,
+    /// The records of the frame being decoded.
+    decoded: Vec<CheckedRecord>,
     /// Records handed out so far (record indices in errors count from the body's start).
     handed_out: usize,
     ended: bool,
@@ -369,11 +351,11 @@ struct NdjsonChunks {
     key: Option<String>,
 }
 
-impl NdjsonChunks {
-    fn new(body: Body, key: Option<String>) -> Self {
+impl RecordChunks {
+    fn new(body: Body, key: Option<String>, decoder: Box<dyn RecordDecoder>) -> Self {
         Self {
             stream: body.into_data_stream(),
-            decoder: NdjsonDecoder::default(),
+            decoder,
             pending: Vec::new(),
             decoded: Vec::new(),
             handed_out: 0,
@@ -383,13 +365,13 @@ impl NdjsonChunks {
     }
 
     /// The next chunk, as the records' texts (stored as sent, not serialised again);
-    /// empty once the body is read. A line that is not JSON is a 400, a record that
-    /// breaks a rule a 422, both naming the record's index.
+    /// empty once the body is read. A body that is not JSON is a 400; a record that
+    /// breaks a rule, or is over the size limit, a 422; each names the record's index
+    /// (and an NDJSON body's line).
     async fn next_chunk(&mut self) -> ApiResult<Vec<Staged>> {
-        while self.pending.len() < UPLOAD_CHUNK && !self.ended {
+        while self.pending.len() < records::CHUNK && !self.ended {
             let frame = self.stream.next().await.transpose().map_err(stream_error)?;
-            let before = self.pending.len();
-            match &frame {
+            let step = match &frame {
                 Some(bytes) => self
                     .decoder
                     .push(bytes, self.key.as_deref(), &mut self.decoded),
@@ -397,26 +379,35 @@ impl NdjsonChunks {
                     self.ended = true;
                     self.decoder.finish(self.key.as_deref(), &mut self.decoded)
                 }
-            }
-            .map_err(|e| ApiError::BadRequest {
-                detail: format!("line {}: not valid JSON: {}", e.line, e.message),
-                errors: vec![FieldError::new(
-                    format!("records[{}]", self.handed_out + before),
-                    e.message,
-                )],
-            })?;
-            for line in self.decoded.drain(..) {
-                if let Err(m) = line.verdict {
+            };
+            for record in self.decoded.drain(..) {
+                if let Err(m) = record.verdict {
                     return Err(ApiError::Validation(vec![FieldError::new(
                         format!("records[{}]", self.handed_out + self.pending.len()),
                         m,
                     )]));
                 }
-                self.pending.push(line.record);
+                self.pending.push(record.record);
+            }
+            if let Err(e) = step {
+                let field = format!("records[{}]", self.handed_out + self.pending.len());
+                let at = e.line.map(|l| format!("line {l}: ")).unwrap_or_default();
+                return Err(match e.kind {
+                    DecodeErrorKind::TooLarge { .. } => {
+                        ApiError::Validation(vec![FieldError::new(
+                            field,
+                            format!("{at}{}", e.message()),
+                        )])
+                    }
+                    DecodeErrorKind::Syntax(ref m) => ApiError::BadRequest {
+                        detail: format!("{at}{}", e.message()),
+                        errors: vec![FieldError::new(field, m.clone())],
+                    },
+                });
             }
         }
-        let rest = if self.pending.len() > UPLOAD_CHUNK {
-            self.pending.split_off(UPLOAD_CHUNK)
+        let rest = if self.pending.len() > records::CHUNK {
+            self.pending.split_off(records::CHUNK)
         } else {
             Vec::new()
         };

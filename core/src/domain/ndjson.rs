@@ -1,85 +1,96 @@
 //! An incremental NDJSON decoder: feed it body chunks as they arrive, get back the
-//! complete lines parsed, each with its 1-based line number. Blank lines are skipped;
-//! a final line without a trailing newline counts.
+//! complete lines checked as records, each with its 1-based line number. Blank lines are
+//! skipped; a final line without a trailing newline counts.
+//!
+//! Each byte is scanned for a newline once, however small the chunks: the decoder
+//! remembers how much of the unfinished line it has already looked at. A line longer than
+//! the record limit is refused as soon as that many bytes have arrived, without waiting
+//! for its end.
 
-use super::record;
+use super::decode::{self, CheckedRecord, DecodeError, RecordDecoder};
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct LineError {
-    pub line: usize,
-    pub message: String,
-}
-
-/// Receives one raw line and its 1-based number.
-type LineSink<'a> = dyn FnMut(&[u8], usize) -> Result<(), LineError> + 'a;
-
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NdjsonDecoder {
+    /// The unfinished line (every complete line is handed out at once).
     buf: Vec<u8>,
+    /// Lines completed so far.
     line: usize,
+    max_record: usize,
 }
 
 impl NdjsonDecoder {
-    /// Takes every complete line in `chunk` (plus what was left over), appending them to
-    /// `out`; stops at the first line that is not JSON. Records are stored as sent: each
-    /// line is checked as a record ([`record::check_text`]) without being built, and
-    /// comes back as its own text with the rule it breaks, if any, and its `record_key`
-    /// when `key` names the field.
-    pub fn push(
-        &mut self,
-        chunk: &[u8],
-        key: Option<&str>,
-        out: &mut Vec<CheckedLine>,
-    ) -> Result<(), LineError> {
-        self.lines(chunk, &mut |raw, line| {
-            out.extend(check_line(raw, line, key)?);
-            Ok(())
-        })
-    }
-
-    /// Takes what is left once the body has ended (a last line without a newline).
-    pub fn finish(
-        &mut self,
-        key: Option<&str>,
-        out: &mut Vec<CheckedLine>,
-    ) -> Result<(), LineError> {
-        self.rest(&mut |raw, line| {
-            out.extend(check_line(raw, line, key)?);
-            Ok(())
-        })
-    }
-
-    /// Hands every complete line of the buffer, with its number, to `each`.
-    fn lines(&mut self, chunk: &[u8], each: &mut LineSink<'_>) -> Result<(), LineError> {
-        self.buf.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            let end = start + pos;
-            self.line += 1;
-            each(&self.buf[start..end], self.line)?;
-            start = end + 1;
+    /// A decoder that refuses any line over `max_record` bytes.
+    pub fn new(max_record: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            line: 0,
+            max_record,
         }
-        self.buf.drain(..start);
-        Ok(())
     }
 
-    /// Hands the last line, if the body did not end with a newline, to `each`.
-    fn rest(&mut self, each: &mut LineSink<'_>) -> Result<(), LineError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
+    fn take(
+        &mut self,
+        raw: &[u8],
+        key: Option<&str>,
+        out: &mut Vec<CheckedRecord>,
+    ) -> Result<(), DecodeError> {
         self.line += 1;
-        let rest = std::mem::take(&mut self.buf);
-        each(&rest, self.line)
+        let line = Some(self.line);
+        if raw.len() > self.max_record {
+            return Err(DecodeError::too_large(line, self.max_record));
+        }
+        if let Some(content) = content(raw) {
+            out.push(decode::check(content, line, key)?);
+        }
+        Ok(())
     }
 }
 
-/// One line of JSON as a record to stage (its text as sent, its key), with the record
-/// rule it breaks, if any.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckedLine {
-    pub record: record::Staged,
-    pub verdict: record::Verdict,
+impl Default for NdjsonDecoder {
+    fn default() -> Self {
+        Self::new(decode::DEFAULT_MAX_RECORD_BYTES)
+    }
+}
+
+impl RecordDecoder for NdjsonDecoder {
+    fn push(
+        &mut self,
+        chunk: &[u8],
+        key: Option<&str>,
+        out: &mut Vec<CheckedRecord>,
+    ) -> Result<(), DecodeError> {
+        let mut rest = chunk;
+        while let Some(pos) = memchr::memchr(b'\n', rest) {
+            let (head, tail) = (&rest[..pos], &rest[pos + 1..]);
+            if self.buf.is_empty() {
+                self.take(head, key, out)?;
+            } else {
+                let mut line = std::mem::take(&mut self.buf);
+                line.extend_from_slice(head);
+                self.take(&line, key, out)?;
+                line.clear();
+                self.buf = line;
+            }
+            rest = tail;
+        }
+        if self.buf.len() + rest.len() > self.max_record {
+            return Err(DecodeError::too_large(Some(self.line + 1), self.max_record));
+        }
+        self.buf.extend_from_slice(rest);
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        key: Option<&str>,
+        out: &mut Vec<CheckedRecord>,
+    ) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let rest = std::mem::take(&mut self.buf);
+        self.take(&rest, key, out)
+    }
 }
 
 /// The line without its `\r`, or `None` for a blank line (no record).
@@ -88,42 +99,14 @@ fn content(raw: &[u8]) -> Option<&[u8]> {
     (!raw.iter().all(u8::is_ascii_whitespace)).then_some(raw)
 }
 
-fn check_line(
-    raw: &[u8],
-    line: usize,
-    key: Option<&str>,
-) -> Result<Option<CheckedLine>, LineError> {
-    let Some(raw) = content(raw) else {
-        return Ok(None);
-    };
-    let (verdict, key) = record::check_text(raw, key).map_err(|e| LineError::at(line, e))?;
-    // Valid UTF-8 once it parsed; checked again rather than trusted.
-    let text = std::str::from_utf8(raw).map_err(|e| LineError::at(line, e))?;
-    Ok(Some(CheckedLine {
-        record: record::Staged {
-            text: text.to_owned(),
-            key,
-        },
-        verdict,
-    }))
-}
-
-impl LineError {
-    fn at(line: usize, e: impl std::fmt::Display) -> Self {
-        Self {
-            line,
-            message: e.to_string(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::decode::DecodeErrorKind;
     use proptest::prelude::*;
 
     /// The records' texts.
-    fn texts(out: &[CheckedLine]) -> Vec<&str> {
+    fn texts(out: &[CheckedRecord]) -> Vec<&str> {
         out.iter().map(|l| l.record.text.as_str()).collect()
     }
 
@@ -162,7 +145,7 @@ mod tests {
         assert_eq!(out[1].record.key, None);
         assert!(out[2].verdict.as_ref().unwrap_err().contains("object"));
         let err = d.push(b"{\"c\":\n", None, &mut out).unwrap_err();
-        assert_eq!(err.line, 5, "blank lines count");
+        assert_eq!(err.line, Some(5), "blank lines count");
     }
 
     #[test]
@@ -171,9 +154,28 @@ mod tests {
         let err = d
             .push(b"{}\n\n{oops}\n", None, &mut Vec::new())
             .unwrap_err();
-        assert_eq!(err.line, 3);
+        assert_eq!(err.line, Some(3));
         let err = d.push(&[0xff, 0xfe, b'\n'], None, &mut Vec::new());
         assert!(err.is_err(), "non-UTF-8 must be refused");
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_refused_before_it_ends() {
+        let mut d = NdjsonDecoder::new(16);
+        let mut out = Vec::new();
+        d.push(b"{\"a\":1}\n{\"blob\":\"", None, &mut out).unwrap();
+        let err = d.push(b"xxxxxxxxxxxxxxxx", None, &mut out).unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert_eq!(err.kind, DecodeErrorKind::TooLarge { limit: 16 });
+        assert_eq!(texts(&out), ["{\"a\":1}"]);
+        // A line of exactly the limit passes.
+        let mut d = NdjsonDecoder::new(8);
+        d.push(b"{\"a\":12}\n", None, &mut out).unwrap();
+        assert!(
+            NdjsonDecoder::new(8)
+                .push(b"{\"a\":123}\n", None, &mut out)
+                .is_err()
+        );
     }
 
     proptest! {

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, value::RawValue};
 
 /// Largest accepted nesting depth. serde_json already stops at 128 while parsing; this
@@ -29,26 +29,6 @@ pub fn check(payload: &Value) -> Verdict {
 pub struct Staged {
     pub text: String,
     pub key: Option<String>,
-}
-
-impl Staged {
-    /// A record held as a built value, stored as its serialisation.
-    pub fn of(record: &Value, key: Option<&str>) -> Self {
-        Self {
-            text: record.to_string(),
-            key: key.and_then(|k| key_of(record, k)),
-        }
-    }
-}
-
-/// The record's `record_key` when it is held as a built value (and stored as that
-/// value's serialisation).
-fn key_of(payload: &Value, key: &str) -> Option<String> {
-    match payload.get(key)? {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
 }
 
 /// Parses `text` as one JSON value and checks it as a record, without building it:
@@ -119,14 +99,17 @@ impl<'de> DeserializeSeed<'de> for Check<'_> {
     type Value = Checked;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
-        if self.depth > MAX_DEPTH {
-            <IgnoredAny as de::Deserialize>::deserialize(d)?;
+        // Read on past the limit, rather than skipped: serde_json's own recursion limit
+        // (128) then makes a body nested deeper than it can read unreadable (a 400),
+        // as it is when parsed whole.
+        let checked = d.deserialize_any(self)?;
+        if self.depth == MAX_DEPTH + 1 {
             return Ok((
                 Err(format!("is nested deeper than {MAX_DEPTH} levels")),
                 None,
             ));
         }
-        d.deserialize_any(self)
+        Ok(checked)
     }
 }
 
@@ -233,6 +216,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    /// The record's `record_key` when it is held as a built value (and stored as that
+    /// value's serialisation).
+    fn key_of(payload: &Value, key: &str) -> Option<String> {
+        match payload.get(key)? {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
 
     #[test]
     fn record_keys_are_what_postgres_gives_for_payload_arrow_key() {

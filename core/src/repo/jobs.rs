@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     domain::{
-        job_spec::{NewJob, SourceKind},
+        job_spec::{NewJob, RawRecords, SourceKind},
         record::Staged,
     },
     error::{Error, Result},
@@ -57,7 +57,7 @@ pub enum Created {
 pub async fn create(
     db: &DatabaseConnection,
     tenant_id: Uuid,
-    mut new: NewJob,
+    mut new: NewJob<'_>,
     idempotency: Option<Idempotency>,
     actor: &Actor,
     keyring: &Keyring,
@@ -80,21 +80,18 @@ pub async fn create(
             }
             release_idempotency_key(&txn, existing.id).await?;
         }
-        let records = std::mem::take(&mut new.records);
         match insert(
             &txn,
             tenant_id,
             &new,
-            records.len() as i64,
+            new.record_count,
             idempotency.as_ref(),
         )
         .await
         {
             Ok(job) => {
-                if new.source == SourceKind::Inline {
-                    let key = new.record_key.as_deref();
-                    let staged = records.iter().map(|r| Staged::of(r, key)).collect();
-                    records::stage_all(&txn, tenant_id, job.id, 1, staged).await?;
+                if let Some(inline) = new.records {
+                    stage_inline(&txn, &job, inline, new.max_record_bytes).await?;
                     batches::plan(&txn, &job).await?;
                     tenants::enforce_pending_limit(
                         &txn,
@@ -128,7 +125,6 @@ pub async fn create(
             Err(Error::Database(e))
                 if attempt == 0 && is_unique_violation(&e, "jobs_idempotency_key_idx") =>
             {
-                new.records = records;
                 txn.rollback().await?;
             }
             Err(e) => return Err(e),
@@ -139,10 +135,36 @@ pub async fn create(
     ))
 }
 
+/// Stages a new job's inline records, numbered from 1, one chunk in memory at a time.
+async fn stage_inline(
+    txn: &PgTxn,
+    job: &job::Model,
+    inline: RawRecords<'_>,
+    max_record_bytes: usize,
+) -> Result<()> {
+    let mut first_seq = 1;
+    let chunks = inline
+        .chunks(job.record_key.as_deref(), max_record_bytes, records::CHUNK)
+        .map(|chunk| {
+            let records =
+                chunk.map_err(|e| Error::Internal(format!("inline records: {}", e.message())))?;
+            let numbered = records::Numbered { first_seq, records };
+            first_seq += numbered.records.len() as i64;
+            Ok::<_, Error>(numbered)
+        });
+    records::stage(txn, job.tenant_id, job.id, futures::stream::iter(chunks))
+        .await
+        .map_err(|e| match e {
+            CopyError::Source(e) => e,
+            CopyError::Database(e) => Error::from(e),
+        })?;
+    Ok(())
+}
+
 async fn insert(
     txn: &impl ConnectionTrait,
     tenant_id: Uuid,
-    new: &NewJob,
+    new: &NewJob<'_>,
     total: i64,
     idempotency: Option<&Idempotency>,
 ) -> Result<job::Model> {

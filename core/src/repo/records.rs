@@ -1,16 +1,16 @@
 //! `job_records`: the staged records of a job.
 
-use std::convert::Infallible;
-
-use futures::{Stream, StreamExt, stream};
+use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
 use crate::{
     domain::record::Staged,
-    error::{Error, Result},
     pg_copy::BinaryRows,
     pg_txn::{CopyError, PgTxn},
 };
+
+/// Records per chunk an upload or an inline job is parsed and streamed into `COPY` in.
+pub const CHUNK: usize = 5_000;
 
 /// A chunk of records to stage, numbered `first_seq ..` in order.
 pub struct Numbered {
@@ -50,18 +50,4 @@ pub async fn stage<E>(
         rows,
     )
     .await
-}
-
-/// [`stage`] for records already in hand.
-pub async fn stage_all(
-    txn: &PgTxn,
-    tenant_id: Uuid,
-    job_id: Uuid,
-    first_seq: i64,
-    records: Vec<Staged>,
-) -> Result<u64> {
-    let once = stream::iter([Ok::<_, Infallible>(Numbered { first_seq, records })]);
-    stage(txn, tenant_id, job_id, once)
-        .await
-        .map_err(|e| Error::from(e.into_db()))
 }
