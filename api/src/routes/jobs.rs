@@ -1,8 +1,10 @@
 //! Job intake: create, list, read, upload records, start.
 
+use std::collections::VecDeque;
+
 use axum::{
     Json,
-    body::Body,
+    body::{Body, Bytes},
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -340,9 +342,12 @@ fn parse_ahead(
 struct RecordChunks {
     stream: axum::body::BodyDataStream,
     decoder: Box<dyn RecordDecoder>,
+    /// The frame being decoded and how much of it the decoder has had.
+    frame: Bytes,
+    fed: usize,
     /// Parsed and checked, not handed out yet: each record's own text.
-    pending: Vec<Staged>,
-    /// The records of the frame being decoded.
+    pending: VecDeque<Staged>,
+    /// The records of the slice being decoded.
     decoded: Vec<CheckedRecord>,
     /// Records handed out so far (record indices in errors count from the body's start).
     handed_out: usize,
@@ -351,12 +356,18 @@ struct RecordChunks {
     key: Option<String>,
 }
 
+/// How much of a frame the decoder takes at a time: a frame can be large, and a slice of
+/// empty objects decodes to a record per three bytes.
+const DECODE_SLICE: usize = 64 << 10;
+
 impl RecordChunks {
     fn new(body: Body, key: Option<String>, decoder: Box<dyn RecordDecoder>) -> Self {
         Self {
             stream: body.into_data_stream(),
             decoder,
-            pending: Vec::new(),
+            frame: Bytes::new(),
+            fed: 0,
+            pending: VecDeque::new(),
             decoded: Vec::new(),
             handed_out: 0,
             ended: false,
@@ -367,17 +378,25 @@ impl RecordChunks {
     /// The next chunk, as the records' texts (stored as sent, not serialised again);
     /// empty once the body is read. A body that is not JSON is a 400; a record that
     /// breaks a rule, or is over the size limit, a 422; each names the record's index
-    /// (and an NDJSON body's line).
+    /// (and an NDJSON body's line). Holds at most a chunk and a slice's records.
     async fn next_chunk(&mut self) -> ApiResult<Vec<Staged>> {
         while self.pending.len() < records::CHUNK && !self.ended {
-            let frame = self.stream.next().await.transpose().map_err(stream_error)?;
-            let step = match &frame {
-                Some(bytes) => self
-                    .decoder
-                    .push(bytes, self.key.as_deref(), &mut self.decoded),
-                None => {
-                    self.ended = true;
-                    self.decoder.finish(self.key.as_deref(), &mut self.decoded)
+            let step = if self.fed < self.frame.len() {
+                let end = (self.fed + DECODE_SLICE).min(self.frame.len());
+                let slice = &self.frame[self.fed..end];
+                self.fed = end;
+                self.decoder
+                    .push(slice, self.key.as_deref(), &mut self.decoded)
+            } else {
+                match self.stream.next().await.transpose().map_err(stream_error)? {
+                    Some(frame) => {
+                        (self.frame, self.fed) = (frame, 0);
+                        continue;
+                    }
+                    None => {
+                        self.ended = true;
+                        self.decoder.finish(self.key.as_deref(), &mut self.decoded)
+                    }
                 }
             };
             for record in self.decoded.drain(..) {
@@ -387,7 +406,7 @@ impl RecordChunks {
                         m,
                     )]));
                 }
-                self.pending.push(record.record);
+                self.pending.push_back(record.record);
             }
             if let Err(e) = step {
                 let field = format!("records[{}]", self.handed_out + self.pending.len());
@@ -406,12 +425,9 @@ impl RecordChunks {
                 });
             }
         }
-        let rest = if self.pending.len() > records::CHUNK {
-            self.pending.split_off(records::CHUNK)
-        } else {
-            Vec::new()
-        };
-        let chunk = std::mem::replace(&mut self.pending, rest);
+        // Exactly sized: a chunk waits in the parse-ahead queue with its capacity.
+        let n = self.pending.len().min(records::CHUNK);
+        let chunk: Vec<Staged> = self.pending.drain(..n).collect();
         self.handed_out += chunk.len();
         Ok(chunk)
     }

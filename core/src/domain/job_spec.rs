@@ -83,19 +83,21 @@ impl<'a> RawRecords<'a> {
     ) -> impl Iterator<Item = std::result::Result<Vec<CheckedRecord>, DecodeError>> + 'a {
         let mut pieces = self.text().as_bytes().chunks(64 << 10);
         let mut decoder = JsonArrayDecoder::new(max_record);
-        let mut ready: Vec<CheckedRecord> = Vec::new();
+        let mut decoded: Vec<CheckedRecord> = Vec::new();
+        let mut ready: std::collections::VecDeque<CheckedRecord> = Default::default();
         let mut done = false;
         // An error comes after the records decoded before it, so its index is right.
         let mut failed: Option<DecodeError> = None;
         std::iter::from_fn(move || {
             while ready.len() < chunk && !done {
                 let step = match pieces.next() {
-                    Some(piece) => decoder.push(piece, key, &mut ready),
+                    Some(piece) => decoder.push(piece, key, &mut decoded),
                     None => {
                         done = true;
-                        decoder.finish(key, &mut ready)
+                        decoder.finish(key, &mut decoded)
                     }
                 };
+                ready.extend(decoded.drain(..));
                 if let Err(e) = step {
                     done = true;
                     failed = Some(e);
@@ -104,8 +106,8 @@ impl<'a> RawRecords<'a> {
             if ready.is_empty() {
                 return failed.take().map(Err);
             }
-            let rest = ready.split_off(ready.len().min(chunk));
-            Some(Ok(std::mem::replace(&mut ready, rest)))
+            let n = ready.len().min(chunk);
+            Some(Ok(ready.drain(..n).collect()))
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use futures::stream;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -27,6 +27,17 @@ pub struct AbuseArgs {
     /// The chunk size the long line is sent in (each one a chunk of its own).
     #[arg(long, default_value_t = 512)]
     pub chunk: usize,
+    /// Only one of the three measurements (`long-line`, `array`, `inline`), so that each
+    /// can start from a freshly started api (loadtest/run does).
+    #[arg(long)]
+    pub only: Option<Part>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    LongLine,
+    Array,
+    Inline,
 }
 
 impl Default for AbuseArgs {
@@ -34,6 +45,7 @@ impl Default for AbuseArgs {
         Self {
             mib: 10,
             chunk: 512,
+            only: None,
         }
     }
 }
@@ -45,18 +57,45 @@ pub async fn abuse(ctx: &Ctx, a: AbuseArgs) -> Result<Report> {
         .find(|w| w.name == "api")
         .cloned()
         .context("abuse measures the api process: pass --watch-pid api=PID (loadtest/run does)")?;
+    let name = match a.only {
+        None => "abuse".to_owned(),
+        Some(part) => format!(
+            "abuse-{}",
+            part.to_possible_value().expect("named").get_name()
+        ),
+    };
     let mut rep = Report::new(
-        "abuse",
+        &name,
         ctx.env.clone(),
         json!({"body_mib": a.mib, "line_chunk_bytes": a.chunk}),
     );
     let bytes = a.mib << 20;
     let t = ctx.tenant("abuse").await?;
+    let wants = |part| a.only.is_none_or(|only| only == part);
+    if wants(Part::LongLine) {
+        long_line_cpu(ctx, &api, &t, &a, &mut rep).await?;
+    }
+    if wants(Part::Array) {
+        array_upload(ctx, &api, &t, bytes, &mut rep).await?;
+    }
+    if wants(Part::Inline) {
+        inline_create(ctx, &api, &t, bytes, &mut rep).await?;
+    }
+    rep.finish(&ctx.out)
+}
 
-    // One line of `bytes` bytes (a JSON object with one long string), in `chunk`-byte chunks.
-    let line = long_line(bytes);
-    let job = upload_job(ctx, &t).await?;
-    let cpu_before = cpu_seconds(&api)?;
+/// One line of `--mib` MiB (a JSON object with one long string) in `--chunk`-byte chunks:
+/// the api's CPU time for it.
+async fn long_line_cpu(
+    ctx: &Ctx,
+    api: &Watched,
+    t: &Tenant,
+    a: &AbuseArgs,
+    rep: &mut Report,
+) -> Result<()> {
+    let line = long_line(a.mib << 20);
+    let job = upload_job(ctx, t).await?;
+    let cpu_before = cpu_seconds(api)?;
     let started = Instant::now();
     let chunks: Vec<Result<Bytes, std::io::Error>> = line
         .chunks(a.chunk)
@@ -64,7 +103,7 @@ pub async fn abuse(ctx: &Ctx, a: AbuseArgs) -> Result<Report> {
         .collect();
     let resp = ctx
         .freight
-        .tenant_req(&t, Method::POST, &format!("/api/v1/jobs/{job}/records"))
+        .tenant_req(t, Method::POST, &format!("/api/v1/jobs/{job}/records"))
         .header("content-type", "application/x-ndjson")
         .body(reqwest::Body::wrap_stream(stream::iter(chunks)))
         .timeout(Duration::from_secs(600))
@@ -73,7 +112,7 @@ pub async fn abuse(ctx: &Ctx, a: AbuseArgs) -> Result<Report> {
     let (status, body) = outcome(resp).await;
     let took = started.elapsed();
     // The parse may outlive the response (a timed-out request): let the api settle.
-    let cpu = settle_cpu(&api, cpu_before).await?;
+    let cpu = settle_cpu(api, cpu_before).await?;
     println!(
         "abuse: one {} MiB NDJSON line in {}-byte chunks: HTTP {status} after {:.1} s, api CPU {cpu:.2} s",
         a.mib,
@@ -86,14 +125,23 @@ pub async fn abuse(ctx: &Ctx, a: AbuseArgs) -> Result<Report> {
         "long_line",
         json!({"status": status, "body": body, "bytes": line.len(), "chunks": line.len().div_ceil(a.chunk)}),
     );
+    Ok(())
+}
 
-    // A JSON array of empty objects, uploaded.
+/// A JSON array of empty objects, uploaded: the api's peak memory for it.
+async fn array_upload(
+    ctx: &Ctx,
+    api: &Watched,
+    t: &Tenant,
+    bytes: usize,
+    rep: &mut Report,
+) -> Result<()> {
     let array = empty_objects(bytes);
-    let job = upload_job(ctx, &t).await?;
-    let (answer, mem) = peak_during(&api, async {
+    let job = upload_job(ctx, t).await?;
+    let (answer, mem) = peak_during(api, async {
         let resp = ctx
             .freight
-            .tenant_req(&t, Method::POST, &format!("/api/v1/jobs/{job}/records"))
+            .tenant_req(t, Method::POST, &format!("/api/v1/jobs/{job}/records"))
             .header("content-type", "application/json")
             .body(array.clone())
             .timeout(Duration::from_secs(600))
@@ -102,19 +150,29 @@ pub async fn abuse(ctx: &Ctx, a: AbuseArgs) -> Result<Report> {
         outcome(resp).await
     })
     .await?;
-    memory_figures(&mut rep, "array_upload", array.len(), mem, answer);
+    memory_figures(rep, "array_upload", array.len(), mem, answer);
+    Ok(())
+}
 
-    // The same records inline in a create. Its job then runs: nothing here waits for it.
+/// The same records inline in a create: the api's peak memory for it. The job then runs;
+/// nothing here waits for it.
+async fn inline_create(
+    ctx: &Ctx,
+    api: &Watched,
+    t: &Tenant,
+    bytes: usize,
+    rep: &mut Report,
+) -> Result<()> {
     let mut inline = br#"{"name":"abuse inline","destination":{"type":"http","url":""#.to_vec();
     inline.extend_from_slice(ctx.sink.records_url().as_bytes());
     inline.extend_from_slice(br#""},"batch_size":10000,"source":{"type":"inline","records":"#);
     let records = empty_objects(bytes - inline.len() - 2);
     inline.extend_from_slice(&records);
     inline.extend_from_slice(b"}}");
-    let (answer, mem) = peak_during(&api, async {
+    let (answer, mem) = peak_during(api, async {
         let resp = ctx
             .freight
-            .tenant_req(&t, Method::POST, "/api/v1/jobs")
+            .tenant_req(t, Method::POST, "/api/v1/jobs")
             .header("content-type", "application/json")
             .body(inline.clone())
             .timeout(Duration::from_secs(600))
@@ -124,10 +182,10 @@ pub async fn abuse(ctx: &Ctx, a: AbuseArgs) -> Result<Report> {
     })
     .await?;
     if let Some(id) = answer.1.get("id").and_then(Value::as_str) {
-        ctx.freight.cancel(&t, id.parse()?).await.ok();
+        ctx.freight.cancel(t, id.parse()?).await.ok();
     }
-    memory_figures(&mut rep, "inline_create", inline.len(), mem, answer);
-    rep.finish(&ctx.out)
+    memory_figures(rep, "inline_create", inline.len(), mem, answer);
+    Ok(())
 }
 
 async fn upload_job(ctx: &Ctx, t: &Tenant) -> Result<uuid::Uuid> {
@@ -169,7 +227,14 @@ async fn outcome(resp: reqwest::Result<reqwest::Response>) -> (u16, Value) {
                 serde_json::from_str(&text).unwrap_or(Value::String(text)),
             )
         }
-        Err(e) => (0, Value::String(format!("request failed: {e}"))),
+        // The api answering before the body is all sent (a refused upload) closes the
+        // connection under the client, which then reports the send, not the answer.
+        Err(e) => (
+            0,
+            Value::String(format!(
+                "no answer read (connection closed while sending?): {e:#}"
+            )),
+        ),
     }
 }
 
