@@ -45,8 +45,20 @@ pub enum ApiError {
     /// not a rate limit, so no `Retry-After` (nobody knows when the jobs finish).
     #[error("{}", .0.message)]
     OverQuota(FieldError),
+    /// A dependency is down: the detail is sent, the cause (its own error text, which
+    /// may name hosts and addresses) only logged.
+    #[error("{detail}")]
+    Unavailable { detail: &'static str, cause: String },
+    /// This replica is too busy for the request right now (a full queue): 503 with
+    /// `Retry-After`.
+    #[error("{detail}")]
+    Overloaded {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
+    /// The request body arrived too slowly (`UPLOAD_MIN_RATE`).
     #[error("{0}")]
-    Unavailable(String),
+    RequestTimeout(String),
     /// Something broke on our side. The message is logged, never sent.
     #[error("{0}")]
     Internal(String),
@@ -71,7 +83,8 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } | Self::OverQuota(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,12 +132,14 @@ impl Problem {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        // Whole seconds, rounded up: a client that waits this long gets through.
+        let secs = |d: &std::time::Duration| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
         let rate_headers = match &self {
-            Self::TooManyRequests { retry_after, limit } => {
-                // Whole seconds, rounded up: a client that waits this long gets through.
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                Some((secs.max(1), *limit))
-            }
+            Self::TooManyRequests { retry_after, limit } => Some((secs(retry_after), *limit)),
+            _ => None,
+        };
+        let retry_after = match &self {
+            Self::Overloaded { retry_after, .. } => Some(secs(retry_after)),
             _ => None,
         };
         let problem = match self {
@@ -145,13 +160,17 @@ impl IntoResponse for ApiError {
                 ..Problem::new(status, error.message.clone())
             }
             .with_errors(vec![error]),
-            Self::Unavailable(detail) => {
-                tracing::warn!(%detail, "dependency unavailable");
+            Self::Unavailable { detail, cause } => {
+                tracing::warn!(%detail, error = %cause, "dependency unavailable");
                 Problem::new(status, detail)
             }
             other => Problem::new(status, other.to_string()),
         };
         let mut res = problem.into_response_with(status);
+        if let Some(secs) = retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if let Some((secs, limit)) = rate_headers {
             let h = res.headers_mut();
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -176,9 +195,10 @@ impl From<CoreError> for ApiError {
             CoreError::Conflict(detail) => Self::Conflict(detail),
             CoreError::OverQuota(error) => Self::OverQuota(error),
             CoreError::Database(e) => from_db(e),
-            CoreError::Redis(e) => {
-                Self::Unavailable(format!("the queue (Redis) is unavailable: {e}"))
-            }
+            CoreError::Redis(e) => Self::Unavailable {
+                detail: "the queue (Redis) is unavailable; retry shortly",
+                cause: e.to_string(),
+            },
             CoreError::Internal(e) => Self::Internal(e),
         }
     }
@@ -194,14 +214,18 @@ impl From<sea_orm::DbErr> for ApiError {
 fn from_db(err: sea_orm::DbErr) -> ApiError {
     use sea_orm::DbErr;
     match &err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
-            ApiError::Unavailable("the database is unavailable; retry shortly".into())
-        }
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ApiError::Unavailable {
+            detail: "the database is unavailable; retry shortly",
+            cause: err.to_string(),
+        },
         DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
         | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
             if unreachable(e) =>
         {
-            ApiError::Unavailable("the database is unavailable; retry shortly".into())
+            ApiError::Unavailable {
+                detail: "the database is unavailable; retry shortly",
+                cause: err.to_string(),
+            }
         }
         _ => ApiError::Internal(format!("database: {err}")),
     }

@@ -19,7 +19,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -51,8 +51,6 @@ pub struct JobViews {
     ttl: Duration,
     /// A finished job's: `ttl * FINISHED_TTL_FACTOR`, and the cache's own entry lifetime.
     finished_ttl: Duration,
-    /// Bumped by [`JobViews::forget_all`]: a read begun before it is not stored after it.
-    epoch: Arc<AtomicU64>,
     refresh_tx: mpsc::Sender<Ticket>,
     /// Taken by the one refresher ([`JobViews::refresh_in_background`]).
     refresh_rx: Arc<Mutex<Option<mpsc::Receiver<Ticket>>>>,
@@ -92,7 +90,6 @@ pub enum Lookup {
 pub struct Ticket {
     key: Key,
     seen: Option<Arc<Cached>>,
-    epoch: u64,
     read_at: Instant,
 }
 
@@ -107,7 +104,6 @@ impl JobViews {
                 .build(),
             ttl,
             finished_ttl,
-            epoch: Arc::default(),
             refresh_tx,
             refresh_rx: Arc::new(Mutex::new(Some(refresh_rx))),
         }
@@ -115,12 +111,10 @@ impl JobViews {
 
     pub fn lookup(&self, tenant_id: Uuid, job_id: Uuid) -> Lookup {
         let key = (tenant_id, job_id);
-        let epoch = self.epoch.load(Ordering::Acquire);
         let seen = self.cache.get(&key);
         let ticket = |seen| Ticket {
             key,
             seen,
-            epoch,
             read_at: Instant::now(),
         };
         let Some(cached) = &seen else {
@@ -153,18 +147,13 @@ impl JobViews {
             self.ttl
         };
         let view = Cached::new(Some(body), ticket.read_at, ttl);
-        let epoch = &self.epoch;
         self.cache.entry(ticket.key).and_compute_with(|current| {
             let unchanged = match (current.as_ref(), &ticket.seen) {
                 (Some(current), Some(seen)) => Arc::ptr_eq(current.value(), seen),
                 (None, None) => true,
                 _ => false,
             };
-            if unchanged && epoch.load(Ordering::Acquire) == ticket.epoch {
-                Op::Put(view)
-            } else {
-                Op::Nop
-            }
+            if unchanged { Op::Put(view) } else { Op::Nop }
         });
     }
 
@@ -180,12 +169,6 @@ impl JobViews {
             (tenant_id, job_id),
             Cached::new(None, Instant::now(), Duration::ZERO),
         );
-    }
-
-    /// For a write whose jobs are not known up front (a requeue by dead-letter ids).
-    pub fn forget_all(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.cache.invalidate_all();
     }
 
     /// Runs until `stop`: takes every refresh handed over since the last read and reads
@@ -269,14 +252,6 @@ mod tests {
         };
         views.store(after, body("new"), false);
         assert_eq!(served(&views, t, j), Some(body("new")));
-
-        let Lookup::Miss(before_all) = views.lookup(t, Uuid::new_v4()) else {
-            panic!("empty")
-        };
-        views.forget_all();
-        let other = before_all.key.1;
-        views.store(before_all, body("old"), false);
-        assert_eq!(served(&views, t, other), None);
     }
 
     #[test]

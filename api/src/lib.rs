@@ -12,13 +12,14 @@ pub mod job_views;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod views;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use axum::{Json, Router, routing::get, serve::ListenerExt};
+use axum::{Json, Router, routing::get};
 use freight_core::{config::Settings, db, queue};
 use rand::{Rng, distributions::Alphanumeric};
 use secrecy::ExposeSecret;
@@ -104,16 +105,13 @@ impl Application {
                 .refresh_in_background(self.state.db.clone(), stop.clone()),
         );
         tracing::info!(addr = %self.local_addr(), "api listening");
-        // Responses are small and streamed ones end with a short chunk: Nagle's algorithm
-        // would hold that back until the client's delayed ACK (40 ms on Linux).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let http = &self.state.settings.http;
+        let limits = server::Limits {
+            header_read_timeout: http.header_read_timeout,
+            max_connections: http.max_connections,
+            drain: http.shutdown_grace,
+        };
+        let served = server::serve(self.listener, self.router, limits, shutdown).await;
         stop.cancel();
         let _ = background.await;
         let _ = gauges.await;

@@ -162,6 +162,8 @@ pub struct ApiKeyView {
     /// Written back every few seconds, not on every request.
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// What the key may do: `jobs:read`, `jobs:write`, `keys:manage`.
+    pub scopes: Vec<String>,
 }
 
 impl From<api_key::Model> for ApiKeyView {
@@ -187,6 +189,7 @@ impl From<api_key::Model> for ApiKeyView {
             expires_at: k.expires_at,
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
+            scopes: k.scopes,
         }
     }
 }
@@ -202,4 +205,6 @@ pub struct CreatedApiKey {
     pub prefix: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// What the key may do.
+    pub scopes: Vec<String>,
 }

@@ -5,7 +5,10 @@
 //! variable. Tests build a [`Settings`] value and edit its fields; they never touch the
 //! environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use secrecy::SecretString;
 
@@ -34,8 +37,10 @@ pub struct Settings {
     /// `METRICS_TENANT_LABELS`: label job and record counters with the tenant id.
     pub metrics_tenant_labels: bool,
     /// `TENANT_MAX_PENDING_RECORDS`: the `max_pending_records` a new tenant gets when the
-    /// operator does not say; unset, none (no limit).
+    /// operator does not say (default 10,000,000; `none` for no limit).
     pub tenant_max_pending_records: Option<i64>,
+    /// `TENANT_MAX_API_KEYS`: active (unrevoked, unexpired) keys a tenant may hold.
+    pub tenant_max_api_keys: i64,
     /// `FREIGHT_SECRET_KEY` and `FREIGHT_SECRET_KEYS_OLD`: the keys destination secrets
     /// are sealed with at rest. Unset, disabled: secrets are stored as given.
     pub secrets: Keyring,
@@ -71,6 +76,35 @@ pub struct HttpSettings {
     pub cors_allowed_origins: Vec<String>,
     /// `None`: the api generates one at start-up and prints it once (local use only).
     pub admin_token: Option<SecretString>,
+    /// `HTTP_HEADER_READ_TIMEOUT`: a connection whose request head has not fully arrived
+    /// this long after it started (or that idles this long between requests) is closed.
+    pub header_read_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: open connections per api process; past it the api stops
+    /// accepting until one closes.
+    pub max_connections: usize,
+    /// `HTTP_SHUTDOWN_GRACE`: how long a stopping api waits for open requests.
+    pub shutdown_grace: Duration,
+    /// `HTTP_TRUSTED_PROXIES`: addresses or CIDR blocks of the proxies in front of the
+    /// api. A request from one of them is attributed to the last address in its
+    /// `X-Forwarded-For` that is not a trusted proxy (per-client limits count that).
+    pub trusted_proxies: Vec<Cidr>,
+    /// `METRICS_TOKEN`: when set, `/metrics` on the api answers only
+    /// `Authorization: Bearer <token>`.
+    pub metrics_token: Option<SecretString>,
+    /// `UPLOAD_MIN_RATE`: a request body that delivers less than this many bytes per
+    /// second over any `UPLOAD_MIN_RATE_WINDOW` (after the first window) is cut off with
+    /// a 408, so a trickling sender cannot hold an upload slot and a transaction.
+    pub min_body_rate: usize,
+    /// `UPLOAD_MIN_RATE_WINDOW`.
+    pub min_body_rate_window: Duration,
+    /// `TENANT_MAX_CONCURRENT_UPLOADS`: uploads one tenant may run at once on a replica.
+    pub tenant_max_uploads: usize,
+    /// `TENANT_MAX_EVENT_STREAMS`: event streams and downloads one tenant may hold open
+    /// at once on a replica.
+    pub tenant_max_streams: usize,
+    /// `STREAM_MAX_LIFETIME`: an event stream or download ends after this long (an event
+    /// stream is resumed with `Last-Event-ID`).
+    pub stream_max_lifetime: Duration,
     /// How long `GET /api/v1/jobs/{id}` serves a job's view from this replica's memory.
     /// Writes through this replica drop the entry at once; progress made by workers and
     /// other replicas shows within this long.
@@ -88,6 +122,13 @@ pub struct AuthSettings {
     pub revocation_poll_interval: Duration,
     /// How often `last_used_at` is written back, in one statement for all keys used.
     pub last_used_flush_interval: Duration,
+    /// `AUTH_FAILURES_PER_MINUTE`: failed authentications one client address may have
+    /// (as a burst, refilled at this rate); past it, keys not already verified are
+    /// refused with a 429 before any lookup or hashing.
+    pub failures_per_minute: u32,
+    /// `AUTH_VERIFY_QUEUE`: key verifications that may wait for a hashing slot; past it
+    /// the api answers 503 with `Retry-After` at once.
+    pub verify_queue: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +217,16 @@ impl Settings {
                     .map(str::to_owned)
                     .collect(),
                 admin_token: env.optional_secret("ADMIN_TOKEN", 16)?,
+                header_read_timeout: env.duration("HTTP_HEADER_READ_TIMEOUT", "10s")?,
+                max_connections: env.parsed("HTTP_MAX_CONNECTIONS", 4096, 1..=1_000_000)?,
+                shutdown_grace: env.duration("HTTP_SHUTDOWN_GRACE", "10s")?,
+                trusted_proxies: env.cidrs("HTTP_TRUSTED_PROXIES")?,
+                metrics_token: env.optional_secret("METRICS_TOKEN", 16)?,
+                min_body_rate: env.size("UPLOAD_MIN_RATE", "64KiB")?,
+                min_body_rate_window: env.duration("UPLOAD_MIN_RATE_WINDOW", "5s")?,
+                tenant_max_uploads: env.parsed("TENANT_MAX_CONCURRENT_UPLOADS", 2, 1..=1000)?,
+                tenant_max_streams: env.parsed("TENANT_MAX_EVENT_STREAMS", 10, 1..=100_000)?,
+                stream_max_lifetime: env.duration("STREAM_MAX_LIFETIME", "15m")?,
                 job_view_ttl: env.duration("JOB_VIEW_CACHE_TTL", "100ms")?,
             },
             auth: AuthSettings {
@@ -183,6 +234,8 @@ impl Settings {
                 cache_capacity: env.parsed("AUTH_CACHE_CAPACITY", 10_000, 1..=10_000_000)?,
                 revocation_poll_interval: env.duration("AUTH_REVOCATION_POLL_INTERVAL", "1s")?,
                 last_used_flush_interval: env.duration("AUTH_LAST_USED_FLUSH_INTERVAL", "10s")?,
+                failures_per_minute: env.parsed("AUTH_FAILURES_PER_MINUTE", 30, 1..=10_000_000)?,
+                verify_queue: env.parsed("AUTH_VERIFY_QUEUE", 64, 0..=100_000)?,
             },
             worker: WorkerSettings {
                 concurrency: env.parsed("WORKER_CONCURRENCY", 8, 1..=1024)?,
@@ -224,9 +277,10 @@ impl Settings {
             migrate_on_start: env.boolean("MIGRATE_ON_START", true)?,
             metrics_tenant_labels: env.boolean("METRICS_TENANT_LABELS", false)?,
             tenant_max_pending_records: match env.get("TENANT_MAX_PENDING_RECORDS") {
-                None => None,
-                Some(_) => Some(env.parsed("TENANT_MAX_PENDING_RECORDS", 1, 1..=i64::MAX)?),
+                Some(v) if v.trim() == "none" => None,
+                _ => Some(env.parsed("TENANT_MAX_PENDING_RECORDS", 10_000_000, 1..=i64::MAX)?),
             },
+            tenant_max_api_keys: env.parsed("TENANT_MAX_API_KEYS", 100, 1..=1_000_000)?,
             secrets: Keyring::from_settings(
                 env.get(crate::secrets::KEY_VAR).as_deref(),
                 env.get(crate::secrets::OLD_KEYS_VAR).as_deref(),
@@ -355,6 +409,18 @@ impl Env<'_> {
         Ok(v)
     }
 
+    fn cidrs(&self, var: &'static str) -> Result<Vec<Cidr>, ConfigError> {
+        self.string(var, "")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| self.invalid(var, format!("`{s}`: {e}")))
+            })
+            .collect()
+    }
+
     fn optional_secret(
         &self,
         var: &'static str,
@@ -367,6 +433,59 @@ impl Env<'_> {
             }
             Some(v) => Ok(Some(SecretString::from(v))),
         }
+    }
+}
+
+/// An address block, `10.0.0.0/8` or `2001:db8::/32`; a bare address is a block of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|e| format!("not an IP address: {e}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("the prefix length must be 0 to {max}"))?
+        };
+        Ok(Self { addr, prefix })
     }
 }
 
@@ -406,9 +525,19 @@ mod tests {
         assert_eq!(s.worker.concurrency, 8);
         assert!(!s.allow_private_destinations);
         assert!(s.http.admin_token.is_none());
-        assert_eq!(s.tenant_max_pending_records, None);
+        assert_eq!(s.tenant_max_pending_records, Some(10_000_000));
         let s = settings(&[("TENANT_MAX_PENDING_RECORDS", "1000000")]).unwrap();
         assert_eq!(s.tenant_max_pending_records, Some(1_000_000));
+        let s = settings(&[("TENANT_MAX_PENDING_RECORDS", "none")]).unwrap();
+        assert_eq!(s.tenant_max_pending_records, None);
+        let s = settings(&[("HTTP_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7,fd00::/8")]).unwrap();
+        let proxies = &s.http.trusted_proxies;
+        assert!(proxies[0].contains("10.9.8.7".parse().unwrap()));
+        assert!(proxies[0].contains("::ffff:10.9.8.7".parse().unwrap()));
+        assert!(!proxies[0].contains("11.0.0.1".parse().unwrap()));
+        assert!(proxies[1].contains("192.168.1.7".parse().unwrap()));
+        assert!(!proxies[1].contains("192.168.1.8".parse().unwrap()));
+        assert!(proxies[2].contains("fd12::1".parse().unwrap()));
         assert!(!s.secrets.is_enabled());
         let key = crate::secrets::generate_key();
         let s = settings(&[("FREIGHT_SECRET_KEY", &key)]).unwrap();
@@ -437,6 +566,10 @@ mod tests {
             ("PGHOSTADDR", "127.0.0.1"),
             ("PGOPTIONS", "-c search_path=x"),
             ("PGSSLCERT", "/etc/freight/client.crt"),
+            ("HTTP_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("HTTP_TRUSTED_PROXIES", "proxy.local"),
+            ("METRICS_TOKEN", "short"),
+            ("TENANT_MAX_API_KEYS", "0"),
         ] {
             let err = settings(&[(var, val)]).unwrap_err();
             assert_eq!(err.var, var);

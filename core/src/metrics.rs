@@ -28,6 +28,10 @@ pub const QUEUE_DEPTH: &str = "freight_queue_depth";
 pub const WORKERS: &str = "freight_workers";
 /// Argon2 verifications of API keys: a key's first use on a replica, or a flood of bad keys.
 pub const API_KEY_VERIFICATIONS: &str = "freight_api_key_verifications_total";
+/// Key verifications refused with a 503 because the hashing queue was full.
+pub const AUTH_SHED: &str = "freight_auth_shed_total";
+/// Request bodies cut off for arriving slower than `UPLOAD_MIN_RATE`.
+pub const SLOW_BODIES: &str = "freight_http_slow_bodies_total";
 pub const CANCEL_LATENCY: &str = "freight_cancel_latency_seconds";
 pub const RECONCILER_RUNS: &str = "freight_reconciler_runs_total";
 pub const RECONCILER_REDISPATCHED: &str = "freight_reconciler_redispatched_total";

@@ -13,6 +13,7 @@ mod m20261122_000005_payload_as_json;
 mod m20261122_000010_audit;
 mod m20261122_000011_pending_limit;
 mod m20261204_000012_concurrent_uploads;
+mod m20261208_000013_key_scopes;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000010_audit::Migration),
             Box::new(m20261122_000011_pending_limit::Migration),
             Box::new(m20261204_000012_concurrent_uploads::Migration),
+            Box::new(m20261208_000013_key_scopes::Migration),
         ]
     }
 }

@@ -175,9 +175,17 @@ async fn made_up_methods_add_no_metric_series() {
     );
     // Every series names a method of the fixed set (the recorder is the test process's,
     // shared with the other tests: count labels, not series).
-    const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"];
-    for line in metrics.lines().filter(|l| l.starts_with("freight_http_requests_total{")) {
-        let method = line.split("method=\"").nth(1).and_then(|r| r.split('"').next());
+    const METHODS: [&str; 8] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
+    ];
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("freight_http_requests_total{"))
+    {
+        let method = line
+            .split("method=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
         assert!(method.is_some_and(|m| METHODS.contains(&m)), "{line}");
     }
 }

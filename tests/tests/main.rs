@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod engine;
 mod fairness;
+mod hostile_auth;
 mod hostile_destinations;
 mod hostile_requests;
 mod intake_fuzz;

@@ -3,11 +3,21 @@
 
 mod authenticator;
 pub mod rate_limit;
+pub mod sessions;
 
 pub use authenticator::{Authenticator, Principal};
 
-use axum::{extract::FromRequestParts, http::request::Parts};
-use freight_core::{domain::api_key::ApiKey, repo::audit::Actor};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{Method, request::Parts},
+};
+use freight_core::{
+    config::Cidr,
+    domain::api_key::{ApiKey, Scope},
+    repo::audit::Actor,
+};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
@@ -35,6 +45,8 @@ impl AuthTenant {
 impl FromRequestParts<AppState> for AuthTenant {
     type Rejection = ApiError;
 
+    /// Authenticates the key, then requires the scope the request needs
+    /// ([`required_scope`]), then takes a token from the tenant's rate limit.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = presented_token(parts)?.ok_or_else(|| {
             ApiError::Unauthorized(
@@ -46,7 +58,16 @@ impl FromRequestParts<AppState> for AuthTenant {
                 "the operator token is not a tenant API key; create a key for the tenant".into(),
             ));
         }
-        let p = state.auth.authenticate(&token).await?;
+        let client = client_ip(parts, &state.settings.http.trusted_proxies);
+        let p = state.auth.authenticate_from(&token, client).await?;
+        let needed = required_scope(&parts.method, parts.uri.path());
+        if !p.scopes.contains(needed) {
+            return Err(ApiError::Forbidden(format!(
+                "this API key lacks the `{}` scope this request needs (it has {:?})",
+                needed.as_str(),
+                p.scopes
+            )));
+        }
         state
             .rate_limiter
             .check(p.tenant_id, p.rate)
@@ -83,13 +104,52 @@ impl FromRequestParts<AppState> for Operator {
         if state.is_admin_token(&token) {
             return Ok(Operator);
         }
-        if ApiKey::parse(&token).is_ok() && state.auth.authenticate(&token).await.is_ok() {
+        let client = client_ip(parts, &state.settings.http.trusted_proxies);
+        if ApiKey::parse(&token).is_ok()
+            && state.auth.authenticate_from(&token, client).await.is_ok()
+        {
             return Err(ApiError::Forbidden(
                 "this is an operator route; a tenant API key cannot use it".into(),
             ));
         }
         Err(ApiError::Unauthorized("invalid operator token".into()))
     }
+}
+
+/// The scope a tenant request needs: `keys:manage` for the key routes, else `jobs:read`
+/// to read (GET, HEAD) and `jobs:write` for anything else. One rule for every route, so
+/// a new route cannot forget to name its scope.
+pub fn required_scope(method: &Method, path: &str) -> Scope {
+    if path == "/api/v1/api-keys" || path.starts_with("/api/v1/api-keys/") {
+        Scope::KeysManage
+    } else if method == Method::GET || method == Method::HEAD {
+        Scope::JobsRead
+    } else {
+        Scope::JobsWrite
+    }
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy
+/// (`HTTP_TRUSTED_PROXIES`), the last address in `X-Forwarded-For` that is not one.
+pub fn client_ip(parts: &Parts, trusted: &[Cidr]) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(*ip))
+        .or(Some(peer))
 }
 
 /// The bearer token or `X-API-Key` value, if any. A header that is present but not

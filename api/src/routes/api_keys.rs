@@ -4,7 +4,7 @@
 use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use freight_core::{
-    domain::api_key::ApiKey,
+    domain::api_key::{ApiKey, Scope, Scopes},
     repo::{
         api_keys::{self, NewApiKey},
         audit::{self, Actor},
@@ -36,6 +36,9 @@ pub struct CreateApiKeyRequest {
     pub name: Option<String>,
     /// When the key stops working (RFC 3339, in the future). Never, if absent.
     pub expires_at: Option<DateTime<Utc>>,
+    /// What the key may do: any of `jobs:read`, `jobs:write`, `keys:manage` (default:
+    /// all three). A dashboard's key needs only `jobs:read`.
+    pub scopes: Option<Vec<String>>,
 }
 
 /// Creates a key for `tenant_id`, with its `key.created` audit event in the same
@@ -63,15 +66,48 @@ pub async fn create_key(
             "must be in the future",
         ));
     }
+    let scopes = match &req.scopes {
+        None => Scopes::all(),
+        Some(names) => {
+            for (i, name) in names.iter().enumerate() {
+                if Scope::parse(name).is_none() {
+                    errors.push(freight_core::FieldError::new(
+                        format!("scopes[{i}]"),
+                        "is not a scope: use `jobs:read`, `jobs:write` or `keys:manage`",
+                    ));
+                }
+            }
+            let scopes = Scopes::from_names(names);
+            if scopes.is_empty() && errors.is_empty() {
+                errors.push(freight_core::FieldError::new(
+                    "scopes",
+                    "must name at least one scope",
+                ));
+            }
+            scopes
+        }
+    };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
     let key = ApiKey::generate();
     let hashing = key.clone();
-    let secret_hash = tokio::task::spawn_blocking(move || hashing.hash_secret())
-        .await
-        .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?;
+    let secret_hash = {
+        // The hashing slots key verification uses: a burst of creations waits its turn
+        // (or is shed) like a burst of verifications.
+        let _slot = state.auth.hashing_slot().await?;
+        tokio::task::spawn_blocking(move || hashing.hash_secret())
+            .await
+            .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?
+    };
     let txn = state.db.begin().await?;
+    let max = state.settings.tenant_max_api_keys;
+    if api_keys::count_active_locked(&txn, tenant_id).await? >= max {
+        return Err(ApiError::Validation(vec![freight_core::FieldError::new(
+            "api_keys",
+            format!("this tenant already holds {max} active API keys, its limit; revoke one first"),
+        )]));
+    }
     let row = api_keys::create(
         &txn,
         NewApiKey {
@@ -80,6 +116,7 @@ pub async fn create_key(
             public_id: key.public_id().to_owned(),
             secret_hash,
             expires_at: req.expires_at,
+            scopes,
         },
     )
     .await?;
@@ -108,6 +145,7 @@ pub async fn create_key(
         prefix: key.prefix(),
         created_at: row.created_at,
         expires_at: row.expires_at,
+        scopes: row.scopes,
     })
 }
 
@@ -139,14 +177,17 @@ pub async fn revoke_key(
         .await?;
     }
     txn.commit().await?;
-    state.auth.forget(&revoked.public_id).await;
+    state.auth.forget(&revoked.public_id, key_id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Create an API key for the caller's tenant.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", security(("api_key" = [])),
     request_body = CreateApiKeyRequest,
-    responses((status = 201, body = CreatedApiKey), (status = 401, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, body = CreatedApiKey), (status = 401, body = Problem),
+        (status = 403, body = Problem, description = "the caller's key lacks the `keys:manage` scope"),
+        (status = 422, body = Problem, description = "a bad field, or the tenant holds `TENANT_MAX_API_KEYS` active keys"),
+        (status = 503, body = Problem, description = "too many keys are being hashed at once; see `Retry-After`")))]
 async fn create_own_key(
     State(state): State<AppState>,
     auth: AuthTenant,

@@ -83,11 +83,16 @@ where
             latency_ms,
             error: None,
         },
-        Ok(Err(e)) => Check {
-            status: "unavailable",
-            latency_ms,
-            error: Some(e.to_string()),
-        },
+        // The dependency's own error text (hosts, addresses, versions) is logged, not
+        // shown: /ready answers anyone.
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Check {
+                status: "unavailable",
+                latency_ms,
+                error: Some("the dependency returned an error".into()),
+            }
+        }
         Err(_) => Check {
             status: "unavailable",
             latency_ms,

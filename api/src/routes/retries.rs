@@ -39,7 +39,8 @@ pub struct Requeued {
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 202, body = Requeued), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem)))]
+        (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 429, body = Problem, description = "the re-opened records would take the tenant past `max_pending_records`")))]
 async fn retry_job(
     State(state): State<AppState>,
     auth: AuthTenant,
@@ -55,10 +56,10 @@ async fn retry_job(
         ));
     }
     let event = event(&auth, audit::JOB_RETRIED, "job", Some(id));
-    let (requeued, dispatch) =
-        lifecycle::requeue(&state.db, auth.tenant_id, RequeueScope::Job(id), event).await?;
+    let done = lifecycle::requeue(&state.db, auth.tenant_id, RequeueScope::Job(id), event).await?;
     state.job_views.forget(auth.tenant_id, id);
-    state.dispatch(&dispatch).await;
+    state.dispatch(&done.to_dispatch).await;
+    let requeued = done.requeued;
     let job = jobs::get(&state.db, auth.tenant_id, id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -73,7 +74,8 @@ async fn retry_job(
 #[utoipa::path(post, path = "/api/v1/batches/{id}/retry", tag = "jobs", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 202, body = Requeued), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem)))]
+        (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 429, body = Problem, description = "the re-opened records would take the tenant past `max_pending_records`")))]
 async fn retry_batch(
     State(state): State<AppState>,
     auth: AuthTenant,
@@ -86,15 +88,16 @@ async fn retry_batch(
         ));
     }
     let event = event(&auth, audit::BATCH_RETRIED, "batch", Some(id));
-    let (requeued, dispatch) =
+    let done =
         lifecycle::requeue(&state.db, auth.tenant_id, RequeueScope::Batch(id), event).await?;
     state.job_views.forget(auth.tenant_id, batch.job_id);
-    if requeued == 0 {
+    if done.requeued == 0 {
         return Err(ApiError::Conflict(
             "the batch's job is cancelled; nothing to retry".into(),
         ));
     }
-    state.dispatch(&dispatch).await;
+    state.dispatch(&done.to_dispatch).await;
+    let requeued = done.requeued;
     Ok((
         StatusCode::ACCEPTED,
         Json(Requeued {
@@ -116,7 +119,8 @@ pub struct RequeueRequest {
 #[utoipa::path(post, path = "/api/v1/dead-letters/requeue", tag = "jobs", security(("api_key" = [])),
     request_body = RequeueRequest,
     responses((status = 202, body = Requeued), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 422, body = Problem)))]
+        (status = 404, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem, description = "the re-opened records would take the tenant past `max_pending_records`")))]
 async fn requeue_dead_letters(
     State(state): State<AppState>,
     auth: AuthTenant,
@@ -142,16 +146,13 @@ async fn requeue_dead_letters(
             )]));
         }
     };
-    let job_id = match &scope {
-        RequeueScope::Job(job_id) => Some(*job_id),
-        _ => None,
-    };
-    let (requeued, dispatch) = lifecycle::requeue(&state.db, auth.tenant_id, scope, event).await?;
-    match job_id {
-        Some(job_id) => state.job_views.forget(auth.tenant_id, job_id),
-        None => state.job_views.forget_all(),
+    let done = lifecycle::requeue(&state.db, auth.tenant_id, scope, event).await?;
+    // Only the views of the jobs it touched: another tenant's cached views stay.
+    for job_id in &done.jobs {
+        state.job_views.forget(auth.tenant_id, *job_id);
     }
-    state.dispatch(&dispatch).await;
+    state.dispatch(&done.to_dispatch).await;
+    let requeued = done.requeued;
     Ok((
         StatusCode::ACCEPTED,
         Json(Requeued {

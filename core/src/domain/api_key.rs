@@ -116,6 +116,86 @@ impl ApiKey {
     }
 }
 
+/// What a key may do. A key is created with any non-empty set (all three by default), so
+/// a tenant can hand a dashboard a key that only reads, and a key leaked from a job
+/// runner cannot mint new keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Read jobs, their logs, dead letters, stats and policies.
+    JobsRead,
+    /// Create, upload to, start, cancel and retry jobs; change policies.
+    JobsWrite,
+    /// Create, list and revoke the tenant's API keys.
+    KeysManage,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::JobsRead, Scope::JobsWrite, Scope::KeysManage];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::JobsRead => "jobs:read",
+            Scope::JobsWrite => "jobs:write",
+            Scope::KeysManage => "keys:manage",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of [`Scope`]s.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub fn all() -> Self {
+        Self::from_iter(Scope::ALL)
+    }
+
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The scopes' names, in [`Scope::ALL`] order (as stored and shown).
+    pub fn names(self) -> Vec<String> {
+        Scope::ALL
+            .into_iter()
+            .filter(|s| self.contains(*s))
+            .map(|s| s.as_str().to_owned())
+            .collect()
+    }
+
+    /// From stored names; names Freight does not know are ignored (they grant nothing).
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Self {
+        names
+            .iter()
+            .filter_map(|n| Scope::parse(n.as_ref()))
+            .collect()
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
+        Self(iter.into_iter().fold(0, |bits, s| bits | s.bit()))
+    }
+}
+
+impl std::fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +238,16 @@ mod tests {
         ] {
             assert_eq!(ApiKey::parse(bad).unwrap_err(), MalformedKey, "{bad}");
         }
+    }
+
+    #[test]
+    fn scopes_round_trip_by_name() {
+        let all = Scopes::all();
+        assert_eq!(all.names(), ["jobs:read", "jobs:write", "keys:manage"]);
+        assert_eq!(Scopes::from_names(&all.names()), all);
+        let read = Scopes::from_names(&["jobs:read", "made:up"]);
+        assert!(read.contains(Scope::JobsRead) && !read.contains(Scope::JobsWrite));
+        assert!(Scopes::from_names::<&str>(&[]).is_empty());
+        assert_eq!(Scope::parse("keys:manage"), Some(Scope::KeysManage));
     }
 }

@@ -8,7 +8,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::error::Result;
+use crate::{domain::api_key::Scopes, error::Result};
 
 pub struct NewApiKey {
     pub tenant_id: Uuid,
@@ -16,6 +16,7 @@ pub struct NewApiKey {
     pub public_id: String,
     pub secret_hash: String,
     pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Scopes,
 }
 
 pub async fn create(db: &impl ConnectionTrait, new: NewApiKey) -> Result<api_key::Model> {
@@ -29,8 +30,31 @@ pub async fn create(db: &impl ConnectionTrait, new: NewApiKey) -> Result<api_key
         last_used_at: Set(None),
         expires_at: Set(new.expires_at),
         revoked_at: Set(None),
+        scopes: Set(new.scopes.names()),
     };
     Ok(model.insert(db).await?)
+}
+
+/// The tenant's keys that still work (neither revoked nor expired), counted under the
+/// tenant row's lock: two creations for one tenant take turns, so neither can take the
+/// tenant past its limit of active keys. Call it in the creating transaction.
+pub async fn count_active_locked(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<i64> {
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE",
+        [tenant_id.into()],
+    ))
+    .await?;
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*)::bigint AS n FROM api_keys WHERE tenant_id = $1
+               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+            [tenant_id.into()],
+        ))
+        .await?
+        .ok_or_else(|| crate::Error::Internal("count returned no row".into()))?;
+    Ok(row.try_get("", "n")?)
 }
 
 /// The tenant's keys, newest first, revoked ones included.
@@ -56,6 +80,7 @@ pub struct KeyForAuth {
     /// Which version of the tenant row this is: a replica that cached the key drops it
     /// when the tenant's `updated_at` moves (its status or limits changed).
     pub tenant_updated_at: DateTime<Utc>,
+    pub scopes: Vec<String>,
 }
 
 /// Looks a key up by its public id, with its tenant's status (one indexed read).
@@ -66,7 +91,7 @@ pub async fn find_for_auth(
     Ok(KeyForAuth::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT k.id, k.tenant_id, k.secret_hash, k.expires_at, k.revoked_at, t.status AS tenant_status,
-                t.rate_limit_per_second, t.rate_limit_burst, t.updated_at AS tenant_updated_at
+                t.rate_limit_per_second, t.rate_limit_burst, t.updated_at AS tenant_updated_at, k.scopes
          FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
          WHERE k.public_id = $1",
         [public_id.into()],
@@ -106,12 +131,15 @@ pub async fn revoke(
 /// A key an api replica may have to drop from its auth cache.
 #[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
 pub struct Invalidated {
+    pub key_id: Uuid,
     pub public_id: String,
+    pub tenant_id: Uuid,
     /// The key itself was revoked.
     pub revoked: bool,
     /// The tenant row's `updated_at` now: a cache entry read from an older version of
     /// the row is stale, one read from this version is not.
     pub tenant_updated_at: DateTime<Utc>,
+    pub tenant_status: TenantStatus,
 }
 
 /// Keys revoked at or after `since`, and every key of a tenant changed (suspended, say)
@@ -123,10 +151,11 @@ pub async fn invalidated_since(
     Ok(
         Invalidated::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT k.public_id, true AS revoked, t.updated_at AS tenant_updated_at
+            "SELECT k.id AS key_id, k.public_id, k.tenant_id, true AS revoked,
+                t.updated_at AS tenant_updated_at, t.status AS tenant_status
          FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.revoked_at >= $1
          UNION ALL
-         SELECT k.public_id, false, t.updated_at
+         SELECT k.id, k.public_id, k.tenant_id, false, t.updated_at, t.status
          FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE t.updated_at >= $1",
             [since.into()],
         ))

@@ -117,7 +117,9 @@ pub struct ClaimedBatch {
 /// Claims a batch for `worker_id` in one guarded UPDATE. Matches only a batch that is
 /// queued or retry-scheduled (and due, give or take the queue's one-second resolution),
 /// or running with a heartbeat older than `stale_after_secs` (its worker died), of a job
-/// that is still running. `None` means a duplicate or stale message: drop it.
+/// that is still running, of a tenant that is not suspended. `None` means a duplicate or
+/// stale message, or a suspended tenant's batch (it waits, queued, for reinstatement):
+/// drop it.
 ///
 /// Guard: the job's row is share-locked first (`FOR KEY SHARE`, which ledgers' counter
 /// updates do not block), so no batch starts running while a cancel holds the job's row
@@ -134,7 +136,9 @@ pub async fn claim(
         DbBackend::Postgres,
         "WITH j AS (
              SELECT id, destination, retry_policy FROM jobs
-             WHERE id = (SELECT job_id FROM batches WHERE id = $1) AND status = 'running' FOR KEY SHARE)
+             WHERE id = (SELECT job_id FROM batches WHERE id = $1) AND status = 'running'
+               AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = jobs.tenant_id AND t.status = 'active')
+             FOR KEY SHARE)
          UPDATE batches b
          SET status = 'running', attempts = b.attempts + 1, worker_id = $2, heartbeat_at = now(), updated_at = now()
          FROM j

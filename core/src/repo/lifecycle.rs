@@ -278,17 +278,30 @@ pub enum RequeueScope {
 ///
 /// `event` is the audit event of the request (`job.retried`, `batch.retried`,
 /// `dead_letters.requeued`); it is written in the same transaction, with the count and
-/// the jobs concerned as details, if anything was requeued.
+/// the jobs concerned as details, if anything was requeued. Refused as
+/// [`Error::OverQuota`] when the records it re-opens would take the tenant past its
+/// `max_pending_records`.
+/// What [`requeue`] did.
+#[derive(Debug, Default)]
+pub struct Requeued {
+    /// Dead letters re-opened.
+    pub requeued: i64,
+    /// Batches to push.
+    pub to_dispatch: Vec<Uuid>,
+    /// The jobs they belong to (whose cached views are stale now).
+    pub jobs: Vec<Uuid>,
+}
+
 pub async fn requeue(
     db: &DatabaseConnection,
     tenant_id: Uuid,
     scope: RequeueScope,
     event: audit::NewEvent,
-) -> Result<(i64, Vec<Uuid>)> {
-    let (filter, arg): (&str, sea_orm::Value) = match scope {
-        RequeueScope::Job(id) => ("d.job_id = $2", id.into()),
-        RequeueScope::Batch(id) => ("d.batch_id = $2", id.into()),
-        RequeueScope::Ids(ids) => ("d.id = ANY($2)", ids.into()),
+) -> Result<Requeued> {
+    let (filter, arg, field): (&str, sea_orm::Value, &str) = match scope {
+        RequeueScope::Job(id) => ("d.job_id = $2", id.into(), "job_id"),
+        RequeueScope::Batch(id) => ("d.batch_id = $2", id.into(), "batch_id"),
+        RequeueScope::Ids(ids) => ("d.id = ANY($2)", ids.into(), "ids"),
     };
     let txn = db.begin().await?;
     // Lock the jobs first, in id order and in a statement of their own: a concurrent
@@ -312,7 +325,7 @@ pub async fn requeue(
         .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
         .collect();
     if job_ids.is_empty() {
-        return Ok((0, Vec::new()));
+        return Ok(Requeued::default());
     }
     let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
@@ -355,6 +368,9 @@ pub async fn requeue(
         to_dispatch.extend(windows::fill_window(&txn, job_id).await?);
     }
     if total > 0 {
+        // Records requeued are pending again: they count against the tenant's limit
+        // like new ones (the transaction rolls back if they would take it over).
+        super::tenants::enforce_pending_limit(&txn, tenant_id, field, 0).await?;
         to_dispatch.extend(windows::admit(&txn, tenant_id).await?);
         let mut details = match event.details {
             serde_json::Value::Object(map) => map,
@@ -372,7 +388,64 @@ pub async fn requeue(
         .await?;
     }
     txn.commit().await?;
-    Ok((total, to_dispatch))
+    Ok(Requeued {
+        requeued: total,
+        to_dispatch,
+        jobs: requeued_jobs,
+    })
+}
+
+/// What a reinstated tenant's work needs to move again at once rather than at the
+/// reconciler's next pass: its queued and due batches (whose messages workers dropped
+/// while it was suspended), its running jobs' windows refilled, its queued jobs admitted.
+/// Returns the batches to push.
+pub async fn resume_tenant(db: &DatabaseConnection, tenant_id: Uuid) -> Result<Vec<Uuid>> {
+    let txn = db.begin().await?;
+    let waiting = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE batches SET dispatched_at = now() WHERE id IN (
+                 SELECT id FROM batches WHERE tenant_id = $1
+                   AND status IN ('queued', 'retry_scheduled')
+                   AND COALESCE(next_attempt_at, created_at) <= now())
+             RETURNING id",
+            [tenant_id.into()],
+        ))
+        .await?;
+    let mut batches: Vec<Uuid> = waiting
+        .iter()
+        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
+        .collect();
+    let running = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id FROM jobs WHERE tenant_id = $1 AND status = 'running' ORDER BY id FOR UPDATE",
+            [tenant_id.into()],
+        ))
+        .await?;
+    for row in running {
+        batches.extend(windows::fill_window(&txn, row.try_get("", "id")?).await?);
+    }
+    batches.extend(windows::admit(&txn, tenant_id).await?);
+    txn.commit().await?;
+    Ok(batches)
+}
+
+/// The tenant's jobs that have not finished (awaiting upload, queued, running): what an
+/// operator's "cancel everything" cancels.
+pub async fn unfinished_jobs(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uuid>> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id FROM jobs WHERE tenant_id = $1
+               AND status IN ('awaiting_upload', 'queued', 'running') ORDER BY id",
+            [tenant_id.into()],
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
+        .collect())
 }
 
 /// Admits the tenant's queued jobs in a transaction of its own; returns batches to push.

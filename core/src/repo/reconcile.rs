@@ -1,5 +1,6 @@
 //! The reconciler's statements: find work whose Redis message is lost or late, and state
-//! that no event will move on its own. Each scan is bounded by `limit` and stamps
+//! that no event will move on its own. A suspended tenant's work is left alone: it waits
+//! for reinstatement (`lifecycle::resume_tenant`). Each scan is bounded by `limit` and stamps
 //! `dispatched_at`, so one batch is not re-dispatched again before `after_secs` pass.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
@@ -27,6 +28,7 @@ pub async fn stale_running(
             "UPDATE batches SET dispatched_at = now() WHERE id IN (
                  SELECT id FROM batches
                  WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
+                   AND tenant_id NOT IN (SELECT id FROM tenants WHERE status <> 'active')
                    AND (dispatched_at IS NULL OR dispatched_at < now() - make_interval(secs => $1))
                  ORDER BY heartbeat_at LIMIT $2 FOR UPDATE SKIP LOCKED)
              RETURNING id",
@@ -46,6 +48,7 @@ pub async fn overdue(db: &impl ConnectionTrait, after_secs: f64, limit: i64) -> 
                  SELECT id FROM batches
                  WHERE status IN ('queued', 'retry_scheduled')
                    AND COALESCE(next_attempt_at, created_at) < now() - make_interval(secs => $1)
+                   AND tenant_id NOT IN (SELECT id FROM tenants WHERE status <> 'active')
                    AND (dispatched_at IS NULL OR dispatched_at < now() - make_interval(secs => $1))
                  ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)
              RETURNING id",
@@ -66,6 +69,7 @@ pub async fn windows_and_stragglers(
             DbBackend::Postgres,
             format!(
                 "SELECT j.id FROM jobs j WHERE j.status = 'running'
+                   AND j.tenant_id NOT IN (SELECT id FROM tenants WHERE status <> 'active')
                    AND EXISTS (SELECT 1 FROM batches b WHERE b.job_id = j.id AND b.status = 'pending')
                    AND (SELECT count(*) FROM batches b WHERE b.job_id = j.id AND b.status IN {}) < {}
                  LIMIT $1",

@@ -42,14 +42,15 @@ pub fn effective_window() -> String {
 }
 
 /// Queues the next pending batches of a running job until its effective window
-/// ([`effective_window`]) is in flight.
+/// ([`effective_window`]) is in flight; none while its tenant is suspended.
 /// Guard: the caller holds the job's row lock (`FOR UPDATE`), so two finishing batches
 /// cannot both fill the same free slot.
 pub async fn fill_window(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<Uuid>> {
     // Built once: every batch's ledger runs it.
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "WITH job AS (SELECT {} AS cap FROM jobs j WHERE id = $1 AND status = 'running'),
+            "WITH job AS (SELECT {} AS cap FROM jobs j WHERE id = $1 AND status = 'running'
+                          AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = j.tenant_id AND t.status = 'active')),
              inflight AS (SELECT count(*) AS n FROM batches WHERE job_id = $1 AND status IN {IN_FLIGHT}),
              next AS (
                  SELECT id FROM batches WHERE job_id = $1 AND status = 'pending' ORDER BY seq
@@ -73,7 +74,8 @@ pub async fn fill_window(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<
 }
 
 /// Promotes the tenant's oldest queued jobs to `running` while it has fewer than
-/// `max_concurrent_jobs` running (or cancelling), and fills their windows.
+/// `max_concurrent_jobs` running (or cancelling), and fills their windows; none while
+/// the tenant is suspended.
 /// Guard: takes the tenant's admission lock first, so concurrent admissions for one
 /// tenant take turns. It is a transaction-scoped advisory lock, not the tenant row's
 /// lock: a transaction that already holds the row's `KEY SHARE` (any insert that
@@ -94,7 +96,8 @@ pub async fn admit(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uui
             "WITH active AS (SELECT count(*) AS n FROM jobs WHERE tenant_id = $1 AND status IN ('running', 'cancelling')),
              next AS (
                  SELECT id FROM jobs WHERE tenant_id = $1 AND status = 'queued' ORDER BY id
-                 LIMIT GREATEST((SELECT max_concurrent_jobs FROM tenants WHERE id = $1) - (SELECT n FROM active), 0)
+                 LIMIT GREATEST(COALESCE((SELECT max_concurrent_jobs FROM tenants WHERE id = $1 AND status = 'active'), 0)
+                                - (SELECT n FROM active), 0)
                  FOR UPDATE SKIP LOCKED)
              UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now()), updated_at = now()
              WHERE id IN (SELECT id FROM next) RETURNING id",

@@ -7,6 +7,7 @@ use freight_core::{
     repo::{
         api_keys,
         audit::{self, Actor},
+        lifecycle,
         page::PageRequest,
         tenants::{self, NewTenant},
     },
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_tenant, update_tenant))
         .routes(routes!(create_tenant_key, list_tenant_keys))
         .routes(routes!(revoke_any_key))
+        .routes(routes!(cancel_tenant_jobs))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -44,8 +46,8 @@ pub struct CreateTenantRequest {
     /// Requests per second (1–1000000, default 100; burst twice that).
     pub rate_limit_per_second: Option<i64>,
     /// Most records the tenant may have pending across its unfinished jobs (at least 1).
-    /// Absent: the deployment's `TENANT_MAX_PENDING_RECORDS` (by default none); `null`:
-    /// no limit.
+    /// Absent: the deployment's `TENANT_MAX_PENDING_RECORDS` (by default 10,000,000);
+    /// `null`: no limit.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>, minimum = 1)]
     pub max_pending_records: Option<Option<i64>>,
@@ -201,7 +203,8 @@ async fn revoke_any_key(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateTenantRequest {
-    /// `active` or `suspended` (a suspended tenant's keys get 403).
+    /// `active` or `suspended`: a suspended tenant's keys get 403, its open streams end,
+    /// and workers start none of its batches (its jobs wait, and resume on `active`).
     pub status: Option<String>,
     pub max_concurrent_jobs: Option<i64>,
     pub rate_limit_per_second: Option<i64>,
@@ -283,8 +286,61 @@ async fn update_tenant(
     )
     .await?;
     txn.commit().await?;
-    state.admit(id).await?;
+    let active = tenant.status == entity::tenant::TenantStatus::Active;
+    if req.status.is_some() {
+        // This replica at once; the others at their next revocation poll.
+        state.auth.forget_tenant(id, active).await;
+    }
+    if active {
+        // Reinstated (or raised limits): what waited moves now, not at the next
+        // reconciler pass. A suspended tenant's work waits: workers claim none of it.
+        let batches = lifecycle::resume_tenant(&state.db, id).await?;
+        state.dispatch(&batches).await;
+    }
     Ok(Json(tenant.into()))
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct CancelledJobs {
+    /// Jobs this call cancelled (or set cancelling, for those with running batches).
+    pub cancelled: usize,
+    pub jobs: Vec<Uuid>,
+}
+
+/// Cancel every unfinished job of a tenant (awaiting upload, queued or running): the
+/// operator's kill switch, beside suspension (which stops new work but keeps the jobs).
+#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/cancel-jobs", tag = "admin", security(("admin_token" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 202, body = CancelledJobs), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn cancel_tenant_jobs(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<CancelledJobs>)> {
+    find_tenant(&state, id).await?;
+    let mut jobs = Vec::new();
+    for job_id in lifecycle::unfinished_jobs(&state.db, id).await? {
+        match lifecycle::cancel(&state.db, id, job_id, &Actor::Operator).await {
+            Ok(done) => {
+                state.job_views.forget(id, job_id);
+                state.dispatch(&done.to_dispatch).await;
+                if done.changed {
+                    jobs.push(job_id);
+                }
+            }
+            // Finished meanwhile: nothing to cancel.
+            Err(freight_core::Error::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CancelledJobs {
+            cancelled: jobs.len(),
+            jobs,
+        }),
+    ))
 }
 
 /// The fields a patch sets, as the audit event's details (limits and status only).
