@@ -41,6 +41,12 @@ pub enum ApiError {
         retry_after: std::time::Duration,
         limit: u32,
     },
+    /// The tenant holds as many of something as it may at once on this replica
+    /// (uploads, event streams): 429 with `Retry-After`.
+    #[error(
+        "this tenant already has {limit} {what} in progress on this server, its limit; retry when one has finished"
+    )]
+    TooManyAtOnce { what: &'static str, limit: usize },
     /// A tenant limit that frees up as its jobs finish (`max_pending_records`): 429, but
     /// not a rate limit, so no `Retry-After` (nobody knows when the jobs finish).
     #[error("{}", .0.message)]
@@ -82,7 +88,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyRequests { .. } | Self::OverQuota(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::OverQuota(_) | Self::TooManyAtOnce { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Unavailable { .. } | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -140,6 +148,7 @@ impl IntoResponse for ApiError {
         };
         let retry_after = match &self {
             Self::Overloaded { retry_after, .. } => Some(secs(retry_after)),
+            Self::TooManyAtOnce { .. } => Some(1),
             _ => None,
         };
         let problem = match self {

@@ -86,7 +86,10 @@ pub fn media_type(headers: &HeaderMap) -> String {
 }
 
 pub fn body_rejection(err: BytesRejection) -> ApiError {
-    if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+    if crate::limits::is_slow_body(&err) {
+        return ApiError::RequestTimeout(slow_body_message());
+    }
+    if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE || over_limit(&err) {
         ApiError::PayloadTooLarge(
             "the request body is larger than the configured limit (HTTP_BODY_LIMIT)".into(),
         )
@@ -152,4 +155,23 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuer
             .map(|Query(v)| ApiQuery(v))
             .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
     }
+}
+
+/// What a client whose body was cut off for slowness is told.
+pub fn slow_body_message() -> String {
+    "the request body arrived too slowly (UPLOAD_MIN_RATE): send it faster, or in smaller calls"
+        .into()
+}
+
+/// Whether the body limit (`HTTP_BODY_LIMIT`) is why reading a body failed, however
+/// many layers wrapped the error.
+pub fn over_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }

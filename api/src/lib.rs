@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod job_views;
+pub mod limits;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;

@@ -1,6 +1,7 @@
 //! The tower-http stack every request passes through, outermost first: request id (set,
 //! then echoed), a tracing span carrying it, compression, problem documents for bare
-//! error responses, panic → 500 problem, request timeout, CORS and the body limit.
+//! error responses, panic → 500 problem, request timeout, CORS, the body limit and the
+//! body's minimum rate.
 
 use std::{any::Any, time::Duration};
 
@@ -31,6 +32,10 @@ pub fn apply(router: Router, settings: &HttpSettings) -> Router {
     // Several `Router::layer` calls rather than one stack: each call turns the response
     // body back into axum's `Body`, which the timeout and `map_response` need.
     router
+        .layer(axum::middleware::from_fn_with_state(
+            (settings.min_body_rate, settings.min_body_rate_window),
+            crate::limits::min_body_rate,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(RequestBodyLimitLayer::new(settings.body_limit))

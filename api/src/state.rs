@@ -31,6 +31,9 @@ pub struct Shared {
     /// chunk to number it (`repo::jobs::append_records`), so with at most half the pool
     /// in uploads the numbering always finds a connection.
     pub uploads: Arc<tokio::sync::Semaphore>,
+    /// Uploads running per tenant (`TENANT_MAX_CONCURRENT_UPLOADS`), taken before one
+    /// of [`Shared::uploads`], so one tenant cannot hold them all.
+    pub tenant_uploads: crate::limits::TenantSlots,
     admin_token_digest: [u8; 32],
 }
 
@@ -61,6 +64,7 @@ impl AppState {
             uploads: Arc::new(tokio::sync::Semaphore::new(
                 (settings.database.max_connections as usize / 2).max(1),
             )),
+            tenant_uploads: Default::default(),
             settings,
             auth,
             admin_token_digest: token_digest(admin_token),

@@ -203,8 +203,13 @@ async fn uploads_over_the_pending_limit_are_refused_whole() {
 
 #[tokio::test]
 async fn concurrent_intake_never_exceeds_the_pending_limit() {
-    // Enough connections for all twelve requests to be in their transactions at once.
-    let app = TestApp::spawn_with(|s| s.database.max_connections = 16).await;
+    // Enough connections (and upload slots) for all twelve requests to be in their
+    // transactions at once.
+    let app = TestApp::spawn_with(|s| {
+        s.database.max_connections = 16;
+        s.http.tenant_max_uploads = 6;
+    })
+    .await;
     let (tenant, key) = limited_tenant(&app, "racy", 20).await;
     let url = "http://127.0.0.1:9/import";
     let mut uploads = Vec::new();

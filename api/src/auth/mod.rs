@@ -6,6 +6,7 @@ pub mod rate_limit;
 pub mod sessions;
 
 pub use authenticator::{Authenticator, Principal};
+use sessions::AtLimit;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -34,6 +35,26 @@ pub struct AuthTenant {
 }
 
 impl AuthTenant {
+    /// Opens a long response (event stream, download) for this key: at most
+    /// `TENANT_MAX_EVENT_STREAMS` per tenant on this replica (429 beyond), each ended
+    /// after `STREAM_MAX_LIFETIME` or when the key is revoked or the tenant suspended.
+    pub fn open_stream<S: futures::Stream>(
+        &self,
+        state: &AppState,
+        stream: S,
+    ) -> Result<impl futures::Stream<Item = S::Item> + use<S>, ApiError> {
+        let http = &state.settings.http;
+        let session = state
+            .auth
+            .sessions
+            .open(self.tenant_id, self.key_id, http.tenant_max_streams)
+            .map_err(|AtLimit(limit)| ApiError::TooManyAtOnce {
+                what: "event streams and downloads",
+                limit,
+            })?;
+        Ok(session.bound(stream, http.stream_max_lifetime))
+    }
+
     /// The caller as the audit trail records it: `key:<public id>`.
     pub fn actor(&self) -> Actor {
         Actor::Key {

@@ -12,8 +12,10 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
+use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -98,6 +100,19 @@ impl Session {
     /// Cancelled when the session must end.
     pub fn token(&self) -> CancellationToken {
         self.token.clone()
+    }
+
+    /// `stream`, ended when the session is ended or after `lifetime`, whichever comes
+    /// first; the session's slot is held until the stream is dropped.
+    pub fn bound<S: Stream>(self, stream: S, lifetime: Duration) -> impl Stream<Item = S::Item> {
+        let token = self.token();
+        stream.take_until(async move {
+            let _held = self;
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = tokio::time::sleep(lifetime) => {}
+            }
+        })
     }
 }
 

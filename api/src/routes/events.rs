@@ -49,12 +49,15 @@ pub enum JobEventKind {
 /// Follow a job: `event: progress` (data: the job) whenever its counters change, at most
 /// a few times a second; then one `event: done` with the job in its terminal state, and
 /// the stream ends. Each event's `id` grows; send it back as `Last-Event-ID` to resume
-/// without seeing an event twice.
+/// without seeing an event twice. A stream also ends after `STREAM_MAX_LIFETIME` (resume
+/// it), and when its key is revoked or its tenant suspended; a tenant holds at most
+/// `TENANT_MAX_EVENT_STREAMS` streams and downloads at once per server (429 beyond).
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", security(("api_key" = [])),
     params(("id" = Uuid, Path), ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
     responses((status = 200, content_type = "text/event-stream", body = JobEvent,
         description = "a stream of events, each `event: progress` or `event: done`, with an `id:` and `data:` the job object as JSON"),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 429, body = Problem, description = "the tenant holds `TENANT_MAX_EVENT_STREAMS` streams and downloads already")))]
 async fn job_events(
     State(state): State<AppState>,
     auth: AuthTenant,
@@ -83,6 +86,7 @@ async fn job_events(
         },
         next_event,
     );
+    let stream = auth.open_stream(&state, stream)?;
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -244,7 +244,8 @@ pub struct UploadAccepted {
     responses((status = 202, body = UploadAccepted), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
         (status = 415, body = Problem), (status = 422, body = Problem),
-        (status = 429, body = Problem, description = "over the request rate, or the tenant's `max_pending_records` is reached (problem type `urn:freight:problem:pending-records-limit`)")))]
+        (status = 408, body = Problem, description = "the body arrived slower than `UPLOAD_MIN_RATE`"),
+        (status = 429, body = Problem, description = "over the request rate, the tenant's `max_pending_records` is reached (problem type `urn:freight:problem:pending-records-limit`), or the tenant's `TENANT_MAX_CONCURRENT_UPLOADS` uploads stayed busy for 10 s")))]
 async fn upload_records(
     State(state): State<AppState>,
     auth: AuthTenant,
@@ -252,6 +253,15 @@ async fn upload_records(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<UploadAccepted>)> {
+    let max_uploads = state.settings.http.tenant_max_uploads;
+    let _tenant_slot = state
+        .tenant_uploads
+        .take(auth.tenant_id, max_uploads, UPLOAD_SLOT_WAIT)
+        .await
+        .ok_or(ApiError::TooManyAtOnce {
+            what: "uploads",
+            limit: max_uploads,
+        })?;
     let max_record = state.settings.http.max_record_bytes;
     let decoder: Box<dyn RecordDecoder> = match media_type(&headers).as_str() {
         "application/json" => Box::new(JsonArrayDecoder::new(max_record)),
@@ -305,6 +315,9 @@ async fn upload_records(
         }),
     ))
 }
+
+/// How long an upload waits for one of its tenant's upload slots before a 429.
+const UPLOAD_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Chunks of parsed records an upload may hold ahead of what Postgres has taken: about
 /// 80,000 records (some 20 MiB). Parsing starts before the upload's transaction, so an
@@ -433,17 +446,16 @@ impl RecordChunks {
     }
 }
 
-/// A body that failed mid-stream: over the limit (413) or cut off (400).
+/// A body that failed mid-stream: over the limit (413), too slow (408) or cut off (400).
 fn stream_error(err: axum::Error) -> ApiError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return ApiError::PayloadTooLarge(
-                "the request body is larger than the configured limit (HTTP_BODY_LIMIT); split the upload into several calls"
-                    .into(),
-            );
-        }
-        source = e.source();
+    if crate::limits::is_slow_body(&err) {
+        return ApiError::RequestTimeout(crate::extract::slow_body_message());
+    }
+    if crate::extract::over_limit(&err) {
+        return ApiError::PayloadTooLarge(
+            "the request body is larger than the configured limit (HTTP_BODY_LIMIT); split the upload into several calls"
+                .into(),
+        );
     }
     ApiError::bad_request(format!("could not read the request body: {err}"))
 }

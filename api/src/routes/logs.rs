@@ -21,7 +21,6 @@ use freight_core::{
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use sea_orm::ActiveEnum;
-use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -131,7 +130,8 @@ impl LogsQuery {
         (status = 200, description = "a page of log rows, or the whole log as a download",
             content((Page<LogEntry> = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
-        (status = 422, body = Problem)))]
+        (status = 422, body = Problem),
+        (status = 429, body = Problem, description = "a download: the tenant holds `TENANT_MAX_EVENT_STREAMS` streams and downloads already")))]
 async fn job_logs(
     State(state): State<AppState>,
     auth: AuthTenant,
@@ -151,13 +151,7 @@ async fn job_logs(
             let logs = reads::page_logs(&state.db, auth.tenant_id, id, &filter, page).await?;
             Ok(Json(Page::from(logs.map(LogEntry::from))).into_response())
         }
-        None => Ok(download(
-            state.db.clone(),
-            auth.tenant_id,
-            id,
-            filter,
-            format,
-        )),
+        None => download(&state, &auth, id, filter, format),
     }
 }
 
@@ -198,14 +192,16 @@ fn negotiate(headers: &HeaderMap) -> Format {
 }
 
 /// Streams the whole (filtered) log: a page of rows is read, encoded and sent, then the
-/// next. A database error mid-stream is logged and cuts the body short.
+/// next. A database error mid-stream is logged and cuts the body short; so do the key's
+/// revocation and `STREAM_MAX_LIFETIME`.
 fn download(
-    db: DatabaseConnection,
-    tenant_id: Uuid,
+    state: &AppState,
+    auth: &AuthTenant,
     job_id: Uuid,
     filter: LogFilter,
     format: Format,
-) -> Response {
+) -> ApiResult<Response> {
+    let (db, tenant_id) = (state.db.clone(), auth.tenant_id);
     let pages = stream::try_unfold(Some(0i64), move |after| {
         let (db, filter) = (db.clone(), filter.clone());
         async move {
@@ -235,13 +231,14 @@ fn download(
         Format::Csv => Some(Ok(Bytes::from_static(CSV_HEADER.as_bytes()))),
         _ => None,
     };
-    let body = Body::from_stream(stream::iter(head).chain(pages));
+    // Counted, and ended on revocation or suspension, like an event stream.
+    let body = Body::from_stream(auth.open_stream(state, stream::iter(head).chain(pages))?);
     let (content_type, ext) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         _ => ("application/x-ndjson", "ndjson"),
     };
     let disposition = format!("attachment; filename=\"job-{job_id}-logs.{ext}\"");
-    (
+    Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (
@@ -252,7 +249,7 @@ fn download(
         ],
         body,
     )
-        .into_response()
+        .into_response())
 }
 
 fn timestamp(at: &DateTime<Utc>) -> String {
