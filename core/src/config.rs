@@ -147,6 +147,10 @@ pub struct WorkerSettings {
     pub batch_stale_after: Duration,
     /// Longest a single batch attempt may run before apalis abandons it.
     pub batch_timeout: Duration,
+    /// `WORKER_PREEMPT_GRACE`: how long a batch that must yield its slot (its job is over
+    /// its share of the fleet) lets the writes it has in flight finish before giving up
+    /// on them as transient failures.
+    pub preempt_grace: Duration,
     pub reconciler_interval: Duration,
     /// A queued or retry-scheduled batch not claimed this long after it was due is re-dispatched.
     pub reconciler_overdue_after: Duration,
@@ -245,6 +249,7 @@ impl Settings {
                 batch_heartbeat_interval: env.duration("WORKER_BATCH_HEARTBEAT_INTERVAL", "2s")?,
                 batch_stale_after: env.duration("WORKER_BATCH_STALE_AFTER", "30s")?,
                 batch_timeout: env.duration("WORKER_BATCH_TIMEOUT", "10m")?,
+                preempt_grace: env.duration("WORKER_PREEMPT_GRACE", "5s")?,
                 reconciler_interval: env.duration("RECONCILER_INTERVAL", "5s")?,
                 reconciler_overdue_after: env.duration("RECONCILER_OVERDUE_AFTER", "15s")?,
                 table_upkeep_interval: if env.string("TABLE_UPKEEP_INTERVAL", "30s").trim() == "off"

@@ -6,6 +6,7 @@ mod engine;
 mod fairness;
 mod hostile_auth;
 mod hostile_destinations;
+mod hostile_fleet;
 mod hostile_requests;
 mod intake_fuzz;
 mod intake_idempotency;

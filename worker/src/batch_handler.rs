@@ -99,7 +99,7 @@ impl Engine {
         // Stop starting new writes well before apalis' own timeout would drop this
         // handler: what was delivered by then is recorded, the rest goes again at once.
         let deadline = {
-            let token = running.token.clone();
+            let token = running.stop.cancel.clone();
             // Counted from the slot's start: apalis times the whole slot.
             let after = self
                 .settings
@@ -153,7 +153,7 @@ impl Engine {
                     .collect();
                 let connector = self.connectors.for_destination(&destination);
                 connector
-                    .deliver(batch.job_id, &to_deliver, &running.token)
+                    .deliver(batch.job_id, &to_deliver, &running.stop)
                     .await
             }
             Err(outcome) => before

@@ -1,6 +1,8 @@
 //! Keeps this worker's row and its running batches alive, and stops batches whose job
-//! was cancelled (a fallback for a missed cancel notification) or that another worker
-//! has taken over.
+//! was cancelled (a fallback for a missed cancel notification), that another worker has
+//! taken over, or that hold more of the fleet than their job's share now that other
+//! tenants' work is waiting (they yield: no new write, and writes still in flight after
+//! `WORKER_PREEMPT_GRACE` are given up as transient failures).
 
 use std::sync::Arc;
 
@@ -21,7 +23,17 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
         }
         let running = engine.inflight.batch_ids();
         match batches::heartbeat(&engine.db, &engine.worker_id, &running).await {
-            Ok(keep) => engine.inflight.stop_all_but(&running, &keep),
+            Ok(beat) => {
+                if !beat.yield_.is_empty() {
+                    tracing::info!(
+                        batches = beat.yield_.len(),
+                        "batches over their job's share yield their slots"
+                    );
+                }
+                engine
+                    .inflight
+                    .apply(&running, &beat.keep, &beat.yield_, w.preempt_grace)
+            }
             Err(e) => tracing::warn!(error = %e, "batch heartbeat failed; will retry"),
         }
         if last_worker_beat.elapsed() >= engine.settings.worker.heartbeat_interval {

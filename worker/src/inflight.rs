@@ -1,32 +1,34 @@
-//! The batches this worker is delivering right now, each with the token that stops it.
+//! The batches this worker is delivering right now, each with what stops it.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use tokio_util::sync::CancellationToken;
+use freight_core::destinations::Stop;
 use uuid::Uuid;
 
 #[derive(Default)]
 pub struct Inflight {
-    batches: Mutex<HashMap<Uuid, (Uuid, CancellationToken)>>,
+    batches: Mutex<HashMap<Uuid, (Uuid, Stop)>>,
 }
 
 impl Inflight {
-    /// Registers a batch of `job_id`. The guard's token is cancelled when the job is; the
-    /// batch is unregistered when the guard drops — also when the handler panics or times
-    /// out, so its heartbeat stops and another worker can take it over.
+    /// Registers a batch of `job_id`. The guard's [`Stop`] fires when the job is cancelled
+    /// or the batch must yield; the batch is unregistered when the guard drops — also when
+    /// the handler panics or times out, so its heartbeat stops and another worker can take
+    /// it over.
     pub fn register(self: &Arc<Self>, batch_id: Uuid, job_id: Uuid) -> InflightGuard {
-        let token = CancellationToken::new();
+        let stop = Stop::default();
         self.batches
             .lock()
             .expect("not poisoned")
-            .insert(batch_id, (job_id, token.clone()));
+            .insert(batch_id, (job_id, stop.clone()));
         InflightGuard {
             registry: self.clone(),
             batch_id,
-            token,
+            stop,
         }
     }
 
@@ -43,23 +45,33 @@ impl Inflight {
     pub fn cancel_job(&self, job_id: Uuid) -> usize {
         let map = self.batches.lock().expect("not poisoned");
         let mut n = 0;
-        for (job, token) in map.values() {
+        for (job, stop) in map.values() {
             if *job == job_id {
-                token.cancel();
+                stop.cancel.cancel();
                 n += 1;
             }
         }
         n
     }
 
-    /// Stops the batches of `checked` that are not in `keep` (their job stopped running,
-    /// or another worker took them over). Batches registered after `checked` was taken
-    /// are left alone: the heartbeat did not ask about them.
-    pub fn stop_all_but(&self, checked: &[Uuid], keep: &[Uuid]) {
+    /// Acts on a heartbeat's answer about the batches of `checked`: those in `yield_` start
+    /// no new write and, `grace` later, give up on the writes still in flight; those in
+    /// neither list (their job stopped running, or another worker took them over) start
+    /// no new write. Batches registered after `checked` was taken are left alone: the
+    /// heartbeat did not ask about them.
+    pub fn apply(&self, checked: &[Uuid], keep: &[Uuid], yield_: &[Uuid], grace: Duration) {
         let map = self.batches.lock().expect("not poisoned");
         for batch_id in checked.iter().filter(|id| !keep.contains(id)) {
-            if let Some((_, token)) = map.get(batch_id) {
-                token.cancel();
+            let Some((_, stop)) = map.get(batch_id) else {
+                continue;
+            };
+            stop.cancel.cancel();
+            if yield_.contains(batch_id) && !stop.interrupt.is_cancelled() {
+                let interrupt = stop.interrupt.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    interrupt.cancel();
+                });
             }
         }
     }
@@ -69,7 +81,7 @@ impl Inflight {
 pub struct InflightGuard {
     registry: Arc<Inflight>,
     batch_id: Uuid,
-    pub token: CancellationToken,
+    pub stop: Stop,
 }
 
 impl Drop for InflightGuard {

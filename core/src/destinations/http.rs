@@ -17,12 +17,11 @@ use reqwest::{
     header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue},
     redirect::Policy,
 };
-use tokio_util::sync::CancellationToken;
 use url::Url;
 use uuid::Uuid;
 
 use super::{
-    Connector, Outcome, RecordResult, RecordToDeliver,
+    Connector, INTERRUPTED, Outcome, RecordResult, RecordToDeliver, Stop,
     resolver::{self, SsrfResolver},
 };
 use crate::domain::destination::{
@@ -161,7 +160,7 @@ impl Connector for HttpConnector {
         &'a self,
         job_id: Uuid,
         records: &'a [RecordToDeliver],
-        cancel: &'a CancellationToken,
+        stop: &'a Stop,
     ) -> BoxFuture<'a, Vec<RecordResult>> {
         async move {
             let prepared = match self.prepared.as_ref() {
@@ -180,7 +179,7 @@ impl Connector for HttpConnector {
             // Indices, not references: a closure over `&RecordToDeliver` trips the
             // higher-ranked `Send` check of the boxed future.
             let requests =
-                (0..records.len()).map(|i| self.deliver_one(prepared, job_id, &records[i], cancel));
+                (0..records.len()).map(|i| self.deliver_one(prepared, job_id, &records[i], stop));
             stream::iter(requests)
                 .buffered(self.concurrency)
                 .collect()
@@ -201,11 +200,11 @@ impl HttpConnector {
         prepared: &Prepared,
         job_id: Uuid,
         record: &RecordToDeliver,
-        cancel: &CancellationToken,
+        stop: &Stop,
     ) -> RecordResult {
         // Checked when the request would start (when `buffered` first polls this future),
         // so nothing starts once the batch is cancelled.
-        if cancel.is_cancelled() {
+        if stop.cancel.is_cancelled() {
             return RecordResult {
                 seq: record.seq,
                 outcome: Outcome::NotAttempted,
@@ -213,7 +212,11 @@ impl HttpConnector {
             };
         }
         let started = Instant::now();
-        let outcome = self.send(prepared, job_id, record).await;
+        let outcome = tokio::select! {
+            biased;
+            outcome = self.send(prepared, job_id, record) => outcome,
+            _ = stop.interrupt.cancelled() => Outcome::Transient(INTERRUPTED.into()),
+        };
         RecordResult {
             seq: record.seq,
             outcome,
@@ -422,9 +425,7 @@ mod tests {
         job_id: Uuid,
         records: &[RecordToDeliver],
     ) -> Vec<RecordResult> {
-        connector
-            .deliver(job_id, records, &CancellationToken::new())
-            .await
+        connector.deliver(job_id, records, &Stop::default()).await
     }
 
     #[tokio::test]
@@ -615,10 +616,14 @@ mod tests {
             .mount(&server)
             .await;
         let connector = HttpClient::new(true).connector(spec(server.uri()));
-        let cancel = CancellationToken::new();
+        let cancel = tokio_util::sync::CancellationToken::new();
         cancel.cancel();
         let batch = records((0..5).map(|i| json!({ "id": i })));
-        let results = connector.deliver(Uuid::now_v7(), &batch, &cancel).await;
+        let stop = Stop {
+            cancel: cancel.clone(),
+            ..Stop::default()
+        };
+        let results = connector.deliver(Uuid::now_v7(), &batch, &stop).await;
         assert!(results.iter().all(|r| r.outcome == Outcome::NotAttempted));
         assert_eq!(
             results.iter().map(|r| r.seq).collect::<Vec<_>>(),
@@ -636,7 +641,7 @@ mod tests {
             .await;
         let connector = HttpClient::new(true).connector(spec(server.uri()));
         let batch = records((0..200).map(|i| json!({ "id": i })));
-        let cancel = CancellationToken::new();
+        let cancel = tokio_util::sync::CancellationToken::new();
         let canceller = {
             let cancel = cancel.clone();
             tokio::spawn(async move {
@@ -645,7 +650,11 @@ mod tests {
             })
         };
         let started = Instant::now();
-        let results = connector.deliver(Uuid::now_v7(), &batch, &cancel).await;
+        let stop = Stop {
+            cancel: cancel.clone(),
+            ..Stop::default()
+        };
+        let results = connector.deliver(Uuid::now_v7(), &batch, &stop).await;
         let took = started.elapsed();
         canceller.await.unwrap();
 

@@ -4,8 +4,9 @@
 //! [`RecordResult`] per record, in input order, classifying each as succeeded, transient
 //! (retry later) or permanent (dead-letter now). It never returns an error for the batch
 //! as a whole: a destination that cannot be reached makes every record transient.
-//! When `cancel` fires, a connector starts no new write; records it did not attempt come
-//! back [`Outcome::NotAttempted`].
+//! When [`Stop::cancel`] fires, a connector starts no new write; records it did not
+//! attempt come back [`Outcome::NotAttempted`]. When [`Stop::interrupt`] fires, it also
+//! gives up on writes in flight, which come back transient.
 
 use std::sync::Arc;
 
@@ -54,13 +55,26 @@ pub struct RecordResult {
     pub duration_ms: i32,
 }
 
+/// What stops a batch's delivery early.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    /// Start no new write (a cancelled job, a stopping worker, a batch over its share).
+    pub cancel: CancellationToken,
+    /// Give up on writes in flight too, as transient failures: the batch yields its
+    /// worker slot to other tenants' work, and its destination has not answered.
+    pub interrupt: CancellationToken,
+}
+
+/// What a write given up on by [`Stop::interrupt`] reports.
+pub const INTERRUPTED: &str = "interrupted: the destination had not answered when the batch yielded its worker slot to other tenants' work";
+
 pub trait Connector: Send + Sync {
     /// Delivers `records` of job `job_id`. Returns one result per record, in order.
     fn deliver<'a>(
         &'a self,
         job_id: Uuid,
         records: &'a [RecordToDeliver],
-        cancel: &'a CancellationToken,
+        stop: &'a Stop,
     ) -> BoxFuture<'a, Vec<RecordResult>>;
 }
 

@@ -32,11 +32,10 @@ use sea_orm::sqlx::{
     self, ConnectOptions, Executor,
     postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgPool, PgPoolOptions, PgSslMode},
 };
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    Connector, Outcome, RecordResult, RecordToDeliver,
+    Connector, INTERRUPTED, Outcome, RecordResult, RecordToDeliver, Stop,
     fields::{Fields, Scalar},
     resolver::{self, ResolveError},
 };
@@ -300,35 +299,49 @@ fn options_for(pg: &PostgresUrl, dial: Option<std::net::IpAddr>) -> PgConnectOpt
 /// How much longer than its own `statement_timeout` a destination has to answer.
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
-/// Runs `op` on a connection of `pool`, giving up after `limit`. A destination that
-/// accepts a statement and never answers (a tarpit, a dead network path) would
-/// otherwise hold a worker slot for ever; the connection given up on is in the middle of
-/// a statement, so it is closed rather than returned to the pool (whose release check
-/// would wait on the same silence).
+/// Runs `op` on a connection of `pool`, giving up after `limit`, or when `stop`
+/// interrupts the batch. A destination that accepts a statement and never answers (a
+/// tarpit, a dead network path) would otherwise hold a worker slot for ever; the
+/// connection given up on is in the middle of a statement, so it is closed rather than
+/// returned to the pool (whose release check would wait on the same silence), and the
+/// server rolls the statement back.
 async fn on_connection<T>(
     pool: &PgPool,
     limit: Duration,
+    stop: &Stop,
     op: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
 ) -> Result<T, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    match tokio::time::timeout(limit, op(&mut conn)).await {
-        Ok(result) => result,
-        Err(_) => {
-            drop(conn.detach());
-            Err(sqlx::Error::Io(std::io::Error::new(
+    let interrupted = || gave_up(std::io::ErrorKind::Interrupted, INTERRUPTED.into());
+    let mut conn = tokio::select! {
+        conn = pool.acquire() => conn?,
+        _ = stop.interrupt.cancelled() => return Err(interrupted()),
+    };
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(limit, op(&mut conn)) => outcome.map_err(|_| {
+            gave_up(
                 std::io::ErrorKind::TimedOut,
-                format!(
-                    "the destination did not answer within {} s",
-                    limit.as_secs()
-                ),
-            )))
+                format!("the destination did not answer within {} s", limit.as_secs()),
+            )
+        }),
+        _ = stop.interrupt.cancelled() => Err(interrupted()),
+    };
+    match outcome {
+        Ok(result) => result,
+        Err(e) => {
+            drop(conn.detach());
+            Err(e)
         }
     }
 }
 
-/// Whether `err` is [`on_connection`] giving up on a silent destination.
+fn gave_up(kind: std::io::ErrorKind, message: String) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(kind, message))
+}
+
+/// Whether `err` is [`on_connection`] giving up on a silent or interrupted destination.
 fn is_no_answer(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
+    matches!(err, sqlx::Error::Io(e)
+        if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted))
 }
 
 fn close_in_background(pool: PgPool) {
@@ -459,11 +472,11 @@ impl Connector for PostgresConnector {
         &'a self,
         _job_id: Uuid,
         records: &'a [RecordToDeliver],
-        cancel: &'a CancellationToken,
+        stop: &'a Stop,
     ) -> BoxFuture<'a, Vec<RecordResult>> {
         async move {
             let mut results: Vec<Option<(Outcome, i32)>> = vec![None; records.len()];
-            if let Err(failure) = self.deliver_into(records, cancel, &mut results).await {
+            if let Err(failure) = self.deliver_into(records, stop, &mut results).await {
                 let outcome = failure.outcome();
                 for slot in results.iter_mut().filter(|s| s.is_none()) {
                     *slot = Some((outcome.clone(), 0));
@@ -545,7 +558,12 @@ fn classify(err: &sqlx::Error, acquire_timeout: Duration) -> (ErrorClass, String
         sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             (Transient, "connection refused".into())
         }
-        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+        sqlx::Error::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+            ) =>
+        {
             (Transient, truncate(&e.to_string(), 300))
         }
         sqlx::Error::Io(e) => (Transient, truncate(&format!("connection error: {e}"), 300)),
@@ -581,9 +599,10 @@ impl PostgresConnector {
     async fn deliver_into(
         &self,
         records: &[RecordToDeliver],
-        cancel: &CancellationToken,
+        stop: &Stop,
         results: &mut [Option<(Outcome, i32)>],
     ) -> Result<(), BatchFailure> {
+        let cancel = &stop.cancel;
         if records.is_empty() {
             return Ok(());
         }
@@ -601,10 +620,10 @@ impl PostgresConnector {
         // when a record names a column the cache does not know.
         let parsed: Vec<Result<Fields, String>> =
             records.iter().map(|r| Fields::parse(&r.payload)).collect();
-        let mut columns = self.columns(&entry, false).await?;
+        let mut columns = self.columns(&entry, false, stop).await?;
         let mut shapes = Shapes::of(&parsed, &columns.set);
         if shapes.unknown.iter().any(Option::is_some) {
-            columns = self.columns(&entry, true).await?;
+            columns = self.columns(&entry, true, stop).await?;
             shapes = Shapes::of(&parsed, &columns.set);
         }
         if self.spec.mode == WriteMode::Upsert
@@ -649,7 +668,10 @@ impl PostgresConnector {
             && !cancel.is_cancelled()
         {
             let started = Instant::now();
-            match self.copy_in(&entry.pool, &used, &parsed, &candidates).await {
+            match self
+                .copy_in(&entry.pool, &used, &parsed, &candidates, stop)
+                .await
+            {
                 Ok(_) => {
                     let took = millis(started.elapsed());
                     for i in candidates {
@@ -693,7 +715,7 @@ impl PostgresConnector {
             payload.push(']');
             let started = Instant::now();
             let statement = sql.clone();
-            let outcome = on_connection(&entry.pool, self.answer_limit(), move |conn| {
+            let outcome = on_connection(&entry.pool, self.answer_limit(), stop, move |conn| {
                 sqlx::query(sqlx::AssertSqlSafe(statement))
                     .bind(payload)
                     .execute(conn)
@@ -751,6 +773,7 @@ impl PostgresConnector {
         columns: &[&str],
         records: &[Result<Fields<'_>, String>],
         rows: &[usize],
+        stop: &Stop,
     ) -> Result<u64, sqlx::Error> {
         let cols = columns
             .iter()
@@ -769,7 +792,7 @@ impl PostgresConnector {
             data.push('\n');
         }
         let statement = format!("COPY {} ({cols}) FROM STDIN", self.target.table_sql);
-        on_connection(pool, self.answer_limit(), move |conn| {
+        on_connection(pool, self.answer_limit(), stop, move |conn| {
             async move {
                 let mut copy = conn.copy_in_raw(&statement).await?;
                 let sent = copy.send(data.into_bytes()).await.map(|_| ());
@@ -837,6 +860,7 @@ impl PostgresConnector {
         &self,
         entry: &PoolEntry,
         refresh: bool,
+        stop: &Stop,
     ) -> Result<Arc<TableColumns>, BatchFailure> {
         if !refresh
             && let Some(columns) = entry
@@ -857,7 +881,7 @@ impl PostgresConnector {
         let acquire_timeout = self.cache.inner.settings.acquire_timeout;
         let table = self.target.table_sql.clone();
         let found: Option<(Vec<String>, Vec<String>)> =
-            on_connection(&entry.pool, self.answer_limit(), move |conn| {
+            on_connection(&entry.pool, self.answer_limit(), stop, move |conn| {
                 sqlx::query_as(SQL).bind(table).fetch_optional(conn).boxed()
             })
             .await
@@ -893,6 +917,7 @@ impl PostgresConnector {
 mod tests {
     use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
     use serde_json::{Value, json};
+    use tokio_util::sync::CancellationToken;
     use url::Url;
 
     use super::*;
@@ -1001,7 +1026,7 @@ mod tests {
         batch: &[RecordToDeliver],
     ) -> Vec<RecordResult> {
         connector
-            .deliver(Uuid::now_v7(), batch, &CancellationToken::new())
+            .deliver(Uuid::now_v7(), batch, &Stop::default())
             .await
     }
 
@@ -1396,7 +1421,11 @@ mod tests {
         let cancel = CancellationToken::new();
         cancel.cancel();
         let batch = records((1..=5).map(|i| json!({"id": i, "name": "x"})));
-        let results = connector.deliver(Uuid::now_v7(), &batch, &cancel).await;
+        let stop = Stop {
+            cancel,
+            ..Stop::default()
+        };
+        let results = connector.deliver(Uuid::now_v7(), &batch, &stop).await;
         assert!(results.iter().all(|r| r.outcome == Outcome::NotAttempted));
         assert!(db.rows("SELECT id, name, age FROM people").await.is_empty());
         cache.close().await;

@@ -1,12 +1,13 @@
 //! `batches`: planning, and the per-status counts shown on a job.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::LazyLock};
 
 use entity::{batch::BatchStatus, job};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TryGetable};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::windows;
 use crate::error::Result;
 
 /// Cuts a job's records into batches of `batch_size` consecutive records, in one
@@ -117,9 +118,11 @@ pub struct ClaimedBatch {
 /// Claims a batch for `worker_id` in one guarded UPDATE. Matches only a batch that is
 /// queued or retry-scheduled (and due, give or take the queue's one-second resolution),
 /// or running with a heartbeat older than `stale_after_secs` (its worker died), of a job
-/// that is still running, of a tenant that is not suspended. `None` means a duplicate or
-/// stale message, or a suspended tenant's batch (it waits, queued, for reinstatement):
-/// drop it.
+/// that is still running, of a tenant that is not suspended, while the job runs fewer
+/// batches than its window ([`windows::effective_window`]). `None` means a duplicate or
+/// stale message, a suspended tenant's batch (it waits, queued, for reinstatement) or one
+/// over its job's share of the fleet (it waits, queued, for the reconciler to send it
+/// again): drop it.
 ///
 /// Guard: the job's row is share-locked first (`FOR KEY SHARE`, which ledgers' counter
 /// updates do not block), so no batch starts running while a cancel holds the job's row
@@ -132,26 +135,37 @@ pub async fn claim(
     stale_after_secs: f64,
 ) -> Result<Option<ClaimedBatch>> {
     use sea_orm::FromQueryResult;
-    Ok(ClaimedBatch::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "WITH j AS (
-             SELECT id, destination, retry_policy FROM jobs
-             WHERE id = (SELECT job_id FROM batches WHERE id = $1) AND status = 'running'
-               AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = jobs.tenant_id AND t.status = 'active')
-             FOR KEY SHARE)
-         UPDATE batches b
-         SET status = 'running', attempts = b.attempts + 1, worker_id = $2, heartbeat_at = now(), updated_at = now()
-         FROM j
-         WHERE b.id = $1 AND j.id = b.job_id
-           AND ((b.status IN ('queued', 'retry_scheduled')
-                 AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= now() + interval '2 seconds'))
-                OR (b.status = 'running' AND b.heartbeat_at < now() - make_interval(secs => $3)))
-         RETURNING b.id, b.job_id, b.tenant_id, b.seq, b.first_record_seq, b.last_record_seq, b.attempts,
-                   b.next_attempt_at, j.destination, j.retry_policy",
-        [batch_id.into(), worker_id.into(), stale_after_secs.into()],
-    ))
-    .one(db)
-    .await?)
+    // Built once: every batch's claim runs it.
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH j AS (
+                 SELECT j.id, j.destination, j.retry_policy FROM jobs j
+                 WHERE j.id = (SELECT job_id FROM batches WHERE id = $1) AND j.status = 'running'
+                   AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = j.tenant_id AND t.status = 'active')
+                   AND (SELECT count(*) FROM batches o
+                        WHERE o.job_id = j.id AND o.status = 'running' AND o.id <> $1) < {}
+                 FOR KEY SHARE OF j)
+             UPDATE batches b
+             SET status = 'running', attempts = b.attempts + 1, worker_id = $2, heartbeat_at = now(), updated_at = now()
+             FROM j
+             WHERE b.id = $1 AND j.id = b.job_id
+               AND ((b.status IN ('queued', 'retry_scheduled')
+                     AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= now() + interval '2 seconds'))
+                    OR (b.status = 'running' AND b.heartbeat_at < now() - make_interval(secs => $3)))
+             RETURNING b.id, b.job_id, b.tenant_id, b.seq, b.first_record_seq, b.last_record_seq, b.attempts,
+                       b.next_attempt_at, j.destination, j.retry_policy",
+            windows::effective_window()
+        )
+    });
+    Ok(
+        ClaimedBatch::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            SQL.as_str(),
+            [batch_id.into(), worker_id.into(), stale_after_secs.into()],
+        ))
+        .one(db)
+        .await?,
+    )
 }
 
 /// A record still to deliver, with the attempts it has had.
@@ -185,31 +199,62 @@ pub async fn pending_records(
     )
 }
 
-/// Refreshes the heartbeat of this worker's running batches in one statement. Returns
-/// those that should go on: a batch missing from the answer was taken over by another
-/// worker or belongs to a job that is no longer running, and must stop.
+/// What a heartbeat says of this worker's running batches.
+#[derive(Debug, Default)]
+pub struct Beat {
+    /// Go on.
+    pub keep: Vec<Uuid>,
+    /// Go on with the records in flight but start no more, and give up on those in flight
+    /// if they do not finish soon: the job runs more batches than its window allows now
+    /// (another tenant started work and the fleet is shared again), or its tenant was
+    /// suspended. The oldest claims keep their slots.
+    pub yield_: Vec<Uuid>,
+}
+
+/// Refreshes the heartbeat of this worker's running batches in one statement. A batch
+/// in neither list was taken over by another worker or belongs to a job that is no longer
+/// running, and must stop.
 pub async fn heartbeat(
     db: &impl ConnectionTrait,
     worker_id: &str,
     batch_ids: &[Uuid],
-) -> Result<Vec<Uuid>> {
+) -> Result<Beat> {
     if batch_ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Beat::default());
     }
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH beat AS (
+                 UPDATE batches SET heartbeat_at = now()
+                 WHERE id = ANY($1) AND status = 'running' AND worker_id = $2 RETURNING id, job_id),
+             ranked AS (
+                 SELECT b.id, row_number() OVER (PARTITION BY b.job_id ORDER BY b.updated_at, b.id) AS rank
+                 FROM batches b WHERE b.job_id IN (SELECT job_id FROM beat) AND b.status = 'running')
+             SELECT beat.id,
+                    (r.rank <= {} AND EXISTS (SELECT 1 FROM tenants t
+                                              WHERE t.id = j.tenant_id AND t.status = 'active')) AS within_share
+             FROM beat JOIN jobs j ON j.id = beat.job_id JOIN ranked r ON r.id = beat.id
+             WHERE j.status = 'running'",
+            windows::effective_window()
+        )
+    });
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "WITH beat AS (
-                 UPDATE batches SET heartbeat_at = now()
-                 WHERE id = ANY($1) AND status = 'running' AND worker_id = $2 RETURNING id, job_id)
-             SELECT beat.id FROM beat JOIN jobs j ON j.id = beat.job_id WHERE j.status = 'running'",
+            SQL.as_str(),
             [batch_ids.to_vec().into(), worker_id.into()],
         ))
         .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
-        .collect())
+    let mut beat = Beat::default();
+    for row in rows {
+        let id: Uuid = row.try_get("", "id")?;
+        if row.try_get("", "within_share")? {
+            beat.keep.push(id);
+        } else {
+            beat.yield_.push(id);
+        }
+    }
+    Ok(beat)
 }
 
 /// One of the tenant's batches; another tenant's batch is not found.

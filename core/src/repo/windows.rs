@@ -15,26 +15,30 @@ pub const ADMISSION_LOCK_CLASS: i32 = 0x4652_4144; // "FRAD"
 /// Batch states that count against a job's window.
 pub const IN_FLIGHT: &str = "('queued', 'running', 'retry_scheduled')";
 
-/// How many times the fleet's delivery slots the in-flight windows of all running jobs
-/// add up to: enough queued behind each running batch that a worker never idles while a
-/// finished batch's ledger commits and its successor is pushed.
+/// How many times the fleet's delivery slots a tenant alone may keep in flight: enough
+/// queued behind each running batch that a worker never idles while a finished batch's
+/// ledger commits and its successor is pushed.
 const PREFETCH: i64 = 2;
 
 /// A running job's effective window, as SQL over the job's row `j`: its `parallelism`,
 /// but at most its fair share of the fleet. The live workers' slots (their summed
-/// `concurrency`, times [`PREFETCH`]) are shared equally among the tenants that have a
-/// running job, and a tenant's share equally among its running jobs, never below one
-/// batch. So a million-record job cannot fill the one FIFO Redis list with batches that
-/// every other tenant's first batch must then wait behind: a newcomer waits for about
-/// one round of the fleet's slots, whatever the neighbours' `parallelism`. With no live
-/// worker (nothing delivers anyway) the window is the job's `parallelism`.
+/// `concurrency`) are shared equally among the tenants that have a running job, and a
+/// tenant's share equally among its running jobs, never below one batch. So a
+/// million-record job cannot fill the one FIFO Redis list with batches that every other
+/// tenant's first batch must then wait behind, nor hold every slot against a destination
+/// that never answers: a newcomer gets its share within a heartbeat or two (running
+/// batches over their job's window yield: `batches::heartbeat`). A tenant alone shares
+/// nothing and may queue [`PREFETCH`] times the slots, so no slot idles while a finished
+/// batch's successor is pushed. With no live worker (nothing delivers anyway) the
+/// window is the job's `parallelism`.
 pub fn effective_window() -> String {
     format!(
         "(SELECT CASE WHEN f.slots = 0 THEN j.parallelism
         ELSE LEAST(j.parallelism, GREATEST(1, CEIL(f.slots::numeric
+            * (CASE WHEN f.tenants > 1 THEN 1 ELSE {PREFETCH} END)
             / GREATEST(f.tenants, 1) / GREATEST(f.tenant_jobs, 1))))::int END
     FROM (SELECT
-        (SELECT COALESCE(sum(concurrency), 0) * {PREFETCH} FROM workers
+        (SELECT COALESCE(sum(concurrency), 0) FROM workers
           WHERE stopped_at IS NULL AND last_heartbeat_at > now() - interval '10 seconds') AS slots,
         (SELECT count(DISTINCT tenant_id) FROM jobs WHERE status = 'running') AS tenants,
         (SELECT count(*) FROM jobs WHERE status = 'running' AND tenant_id = j.tenant_id) AS tenant_jobs) AS f)"
