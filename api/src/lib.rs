@@ -53,6 +53,7 @@ impl Application {
             Some(token) => token.expose_secret().to_owned(),
             None => generated_admin_token(),
         };
+        warn_about_exposure(&settings);
         let auth = Arc::new(Authenticator::new(db.clone(), &settings.auth));
         let settings = Arc::new(settings);
         let state = AppState::new(db, redis, settings.clone(), auth, &admin_token);
@@ -136,11 +137,34 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { Json(openapi.as_ref().clone()) }),
         )
         .route("/api/v1/docs", get(routes::ops::docs_page))
+        .route("/api/v1/docs/docs.js", get(routes::ops::docs_script))
+        .route("/api/v1/docs/docs.css", get(routes::ops::docs_style))
         .fallback(|| async { ApiError::NotFound("no such route; see /api/v1/openapi.json".into()) })
         // After the routes and the fallback, so every request is counted, each by its
         // route's template (or `unmatched`).
         .layer(axum::middleware::from_fn(middleware::track_http))
         .with_state(state)
+}
+
+/// Settings that are fine on a laptop and dangerous on a server, said loudly at start:
+/// `scripts/run`'s defaults must not silently become a deployment's.
+fn warn_about_exposure(settings: &Settings) {
+    let public = !settings.http.addr.ip().is_loopback();
+    if settings.allow_private_destinations && public {
+        let warning = format!(
+            "FREIGHT_ALLOW_PRIVATE_DESTINATIONS=true while the api listens on {} (not loopback): \
+             any tenant can point a job at this network's private addresses, this database's \
+             included. Unset it unless every tenant is trusted.",
+            settings.http.addr
+        );
+        tracing::warn!("{warning}");
+        eprintln!("\n  WARNING: {warning}\n");
+    }
+    if settings.metrics_tenant_labels && settings.http.metrics_token.is_none() && public {
+        tracing::warn!(
+            "METRICS_TENANT_LABELS is on and METRICS_TOKEN is not set: /metrics shows tenant ids to anyone who can reach the api"
+        );
+    }
 }
 
 /// With no ADMIN_TOKEN set, a random one for this run, printed once.

@@ -51,6 +51,7 @@ pub fn apply(router: Router, settings: &HttpSettings) -> Router {
                 .layer(cors(&settings.cors_allowed_origins)),
         )
         .layer(axum::middleware::map_response(problem_for_bare_errors))
+        .layer(axum::middleware::map_response(security_headers))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -140,6 +141,21 @@ async fn problem_for_bare_errors(res: Response) -> Response {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     std::mem::swap(fresh.headers_mut(), &mut parts.headers);
     fresh
+}
+
+/// Headers every response carries: no content sniffing (a JSON body is never read as
+/// HTML), and no `Referer` leaking an api URL (with a job id) to another site.
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
 }
 
 fn panic_problem(err: Box<dyn Any + Send + 'static>) -> Response {

@@ -41,6 +41,15 @@ impl Modify for SecuritySchemes {
             ),
         );
         components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("METRICS_TOKEN, when the operator sets one"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "admin_token",
             SecurityScheme::Http(
                 HttpBuilder::new()
@@ -121,6 +130,7 @@ fn finish_operation(op: &mut Value) {
     };
     if takes_json {
         add("400", "malformed JSON, or a JSON value of the wrong type");
+        add("408", "the body arrived slower than UPLOAD_MIN_RATE");
         add("413", "the body is larger than HTTP_BODY_LIMIT");
         add("415", "the body is not `application/json`");
     }
@@ -133,8 +143,16 @@ fn finish_operation(op: &mut Value) {
             "missing, malformed, unknown, expired or revoked API key",
         );
         add(
+            "403",
+            "the key lacks the scope the request needs (the problem names it), or the tenant is suspended",
+        );
+        add(
             "429",
-            "over the tenant's request rate (`Retry-After` says when to retry)",
+            "over the tenant's request rate, or this client's failed authentications (`Retry-After` says when to retry)",
+        );
+        add(
+            "503",
+            "too many API keys are being verified at once (`Retry-After` says when to retry)",
         );
     }
     if schemes.iter().any(|s| s == "admin_token") {

@@ -9,6 +9,7 @@
 //! Connection settings come from `TEST_DATABASE_URL` / `TEST_REDIS_URL` (defaults: the
 //! local `postgres` database and Redis on 6379).
 
+pub mod browser;
 pub mod engine;
 pub mod fake_pg;
 pub mod freight_all;

@@ -7,6 +7,7 @@ mod fairness;
 mod hostile_auth;
 mod hostile_destinations;
 mod hostile_fleet;
+mod hostile_leaks;
 mod hostile_requests;
 mod intake_fuzz;
 mod intake_idempotency;

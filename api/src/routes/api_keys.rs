@@ -1,7 +1,12 @@
 //! Tenant self-service keys: `POST/GET /api/v1/api-keys`, `DELETE /api/v1/api-keys/{key_id}`,
 //! so a tenant can rotate keys without an operator.
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use chrono::{DateTime, Utc};
 use freight_core::{
     domain::api_key::{ApiKey, Scope, Scopes},
@@ -192,11 +197,24 @@ async fn create_own_key(
     State(state): State<AppState>,
     auth: AuthTenant,
     ApiJson(req): ApiJson<CreateApiKeyRequest>,
-) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
-    Ok((
-        StatusCode::CREATED,
-        Json(create_key(&state, auth.tenant_id, req, auth.actor()).await?),
+) -> ApiResult<KeyCreated> {
+    Ok(KeyCreated(
+        create_key(&state, auth.tenant_id, req, auth.actor()).await?,
     ))
+}
+
+/// The 201 that carries a new key: never stored by a cache on the way.
+pub struct KeyCreated(pub CreatedApiKey);
+
+impl IntoResponse for KeyCreated {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::CREATED,
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            Json(self.0),
+        )
+            .into_response()
+    }
 }
 
 /// The caller's tenant's keys, without secrets.

@@ -278,15 +278,25 @@ fn push_csv_row(out: &mut String, l: &LogRow) {
 }
 
 /// Appends one CSV field (RFC 4180): quoted when it holds a comma, a quote, CR or LF (or
-/// starts or ends with a space, which some readers trim), with quotes doubled.
+/// starts or ends with a space, which some readers trim), with quotes doubled. A field a
+/// spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, tab or CR, and
+/// not just a number) gets a leading `'`, as OWASP advises for CSV injection: the text is
+/// the tenant's data (a record key, an error echoing a destination's answer).
 fn push_csv_field(out: &mut String, field: &str) {
-    let needs_quotes =
-        field.contains([',', '"', '\n', '\r']) || field.starts_with(' ') || field.ends_with(' ');
+    let formula =
+        field.starts_with(['=', '+', '-', '@', '\t', '\r']) && field.parse::<f64>().is_err();
+    let needs_quotes = formula
+        || field.contains([',', '"', '\n', '\r'])
+        || field.starts_with(' ')
+        || field.ends_with(' ');
     if !needs_quotes {
         out.push_str(field);
         return;
     }
     out.push('"');
+    if formula {
+        out.push('\'');
+    }
     for c in field.chars() {
         if c == '"' {
             out.push('"');
@@ -310,6 +320,22 @@ mod tests {
         let mut out = String::new();
         push_csv_field(&mut out, s);
         out
+    }
+
+    #[test]
+    fn csv_fields_that_a_spreadsheet_would_run_are_defused() {
+        assert_eq!(
+            field("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        assert_eq!(field("+cmd|' /C calc'!A0"), "\"'+cmd|' /C calc'!A0\"");
+        assert_eq!(field("-2+3"), "\"'-2+3\"");
+        assert_eq!(field("@SUM(A1)"), "\"'@SUM(A1)\"");
+        assert_eq!(field("\tx"), "\"'\tx\"");
+        // Numbers stay numbers.
+        assert_eq!(field("-42"), "-42");
+        assert_eq!(field("+3.5"), "+3.5");
+        assert_eq!(field("a=b"), "a=b");
     }
 
     #[test]

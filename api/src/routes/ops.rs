@@ -5,15 +5,16 @@ use std::time::Duration;
 use axum::{
     Json,
     extract::State,
-    http::StatusCode,
-    response::{Html, IntoResponse},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
 };
 use sea_orm::ConnectionTrait;
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::state::AppState;
+use crate::{error::ApiError, state::AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -29,11 +30,27 @@ pub struct Health {
     pub version: &'static str,
 }
 
-/// Prometheus metrics of this api process (text exposition format).
-#[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, content_type = "text/plain", body = String)))]
-async fn metrics() -> String {
-    freight_core::metrics::handle().render()
+/// Prometheus metrics of this api process (text exposition format). With
+/// `METRICS_TOKEN` set, only `Authorization: Bearer <METRICS_TOKEN>` gets them: they
+/// carry tenant ids when `METRICS_TENANT_LABELS` is on, and this is the tenants' port.
+#[utoipa::path(get, path = "/metrics", tag = "ops", security((), ("metrics_token" = [])),
+    responses((status = 200, content_type = "text/plain", body = String),
+        (status = 401, body = crate::error::Problem, description = "`METRICS_TOKEN` is set and was not sent")))]
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<String, ApiError> {
+    if let Some(token) = &state.settings.http.metrics_token {
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let expected = crate::auth::token_digest(token.expose_secret());
+        if !crate::auth::digests_equal(&crate::auth::token_digest(sent.trim()), &expected) {
+            return Err(ApiError::Unauthorized(
+                "send `Authorization: Bearer <METRICS_TOKEN>` for the metrics".into(),
+            ));
+        }
+    }
+    Ok(freight_core::metrics::handle().render())
 }
 
 /// Liveness: 200 while the process serves.
@@ -136,22 +153,44 @@ async fn ready_v1(State(state): State<AppState>) -> impl IntoResponse {
     readiness(state).await
 }
 
-/// The docs page: Scalar's API reference over `/api/v1/openapi.json`. The script loads in
-/// the reader's browser; nothing is downloaded at build time.
-pub async fn docs_page() -> Html<&'static str> {
-    Html(
-        r#"<!doctype html>
-<html>
-  <head>
-    <title>Freight API</title>
-    <meta charset="utf-8" />
-    <meta name="viewport" content="width=device-width, initial-scale=1" />
-  </head>
-  <body>
-    <script id="api-reference" data-url="/api/v1/openapi.json"></script>
-    <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
-    <noscript>The browsable docs need JavaScript. The raw document is at <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</noscript>
-  </body>
-</html>"#,
+/// The browsable API reference: a page, its style and its script, all served from the
+/// binary (nothing loads from a CDN), rendering `/api/v1/openapi.json`. The script only
+/// ever inserts the document's texts as text; the policy below lets the page load
+/// nothing but itself.
+pub async fn docs_page() -> Response {
+    static_asset(
+        include_str!("../../assets/docs.html"),
+        "text/html; charset=utf-8",
     )
+}
+
+pub async fn docs_script() -> Response {
+    static_asset(
+        include_str!("../../assets/docs.js"),
+        "text/javascript; charset=utf-8",
+    )
+}
+
+pub async fn docs_style() -> Response {
+    static_asset(
+        include_str!("../../assets/docs.css"),
+        "text/css; charset=utf-8",
+    )
+}
+
+fn static_asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+                ),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
 }

@@ -23,7 +23,7 @@ use crate::{
     auth::Operator,
     error::{ApiError, ApiResult, Problem},
     extract::{ApiJson, ApiPath, ApiQuery},
-    routes::api_keys::{CreateApiKeyRequest, create_key, revoke_key},
+    routes::api_keys::{CreateApiKeyRequest, KeyCreated, create_key, revoke_key},
     state::AppState,
     views::{ApiKeyView, CreatedApiKey, Page, PageQuery, TenantView},
 };
@@ -160,11 +160,10 @@ async fn create_tenant_key(
     _: Operator,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<CreateApiKeyRequest>,
-) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
+) -> ApiResult<KeyCreated> {
     find_tenant(&state, id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(create_key(&state, id, req, Actor::Operator).await?),
+    Ok(KeyCreated(
+        create_key(&state, id, req, Actor::Operator).await?,
     ))
 }
 
