@@ -109,6 +109,15 @@ pub enum OpenError {
     Tampered { field: String, key_id: String },
 }
 
+/// Whether a presented token equals the expected one, in time that depends on neither
+/// (their SHA-256 digests are compared in constant time, so not even the length leaks).
+pub fn tokens_match(presented: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    Sha256::digest(presented.as_bytes())
+        .ct_eq(&Sha256::digest(expected.as_bytes()))
+        .into()
+}
+
 /// Whether `value` is sealed (whatever the key).
 pub fn is_sealed(value: &str) -> bool {
     value.starts_with(PREFIX)

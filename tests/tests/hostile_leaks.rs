@@ -428,3 +428,64 @@ async fn a_requeue_forgets_only_the_views_it_touched() {
         "A's requeue flushed B's view"
     );
 }
+
+/// Freight needs no superuser: migrated, served and delivering as a role that owns its
+/// database and nothing else (the role compose and the operations guide give it).
+#[tokio::test]
+async fn freight_runs_as_a_role_that_is_not_a_superuser() {
+    use sea_orm::ConnectionTrait;
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let role = format!("freight_owner_{suffix}");
+    let db_name = format!(
+        "freight_t_{}_{suffix}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    );
+    let admin = sea_orm::Database::connect(freight_tests::admin_database_url())
+        .await
+        .unwrap();
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"),
+        format!("CREATE DATABASE {db_name} OWNER {role}"),
+    ] {
+        admin.execute_unprepared(&sql).await.unwrap();
+    }
+    let mut url = url::Url::parse(&freight_tests::database_url(&db_name)).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(None).unwrap();
+    let url = url.to_string();
+    let outcome = async move {
+        let app = TestApp::spawn_with(|s| {
+            s.database.url = secrecy::SecretString::from(url.clone());
+            s.migrate_on_start = true;
+        })
+        .await;
+        let _worker = app.start_worker().await;
+        let sink = Sink::accepting().await;
+        let (_, key) = app.tenant_with_key("acme").await;
+        let job = app
+            .create_job(
+                &key,
+                &json!({"source": {"type": "inline", "records": [{"id": 1}, {"id": 2}]},
+                        "destination": {"type": "http", "url": sink.url()}}),
+            )
+            .await;
+        let done = app
+            .wait_finished(&key, job["id"].as_str().unwrap(), Duration::from_secs(30))
+            .await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(sink.count(), 2);
+    };
+    let result = tokio::spawn(outcome).await;
+    let _ = admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .await;
+    let _ = admin
+        .execute_unprepared(&format!("DROP ROLE IF EXISTS {role}"))
+        .await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}

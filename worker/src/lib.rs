@@ -184,7 +184,11 @@ impl Worker {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (WORKER_METRICS_ADDR)"))?;
             tracing::info!(%addr, "worker metrics at /metrics");
-            tasks.spawn(serve_metrics(listener, companions.clone()));
+            tasks.spawn(serve_metrics(
+                listener,
+                settings.http.metrics_token.clone(),
+                companions.clone(),
+            ));
         }
 
         tokio::pin!(shutdown);
@@ -238,14 +242,33 @@ impl Worker {
     }
 }
 
-/// The worker's own `/metrics` (Prometheus) and `/health`.
-async fn serve_metrics(listener: tokio::net::TcpListener, stop: CancellationToken) {
+/// The worker's own `/metrics` (Prometheus) and `/health`. With `METRICS_TOKEN` set,
+/// `/metrics` answers only `Authorization: Bearer <token>`, as on the api.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    token: Option<secrecy::SecretString>,
+    stop: CancellationToken,
+) {
+    use secrecy::ExposeSecret;
     let handle = freight_core::metrics::handle();
+    let metrics = move |headers: axum::http::HeaderMap| {
+        let allowed = token.as_ref().is_none_or(|token| {
+            let sent = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            freight_core::secrets::tokens_match(sent.trim(), token.expose_secret())
+        });
+        let body = if allowed {
+            Ok(handle.render())
+        } else {
+            Err(axum::http::StatusCode::UNAUTHORIZED)
+        };
+        std::future::ready(body)
+    };
     let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || std::future::ready(handle.render())),
-        )
+        .route("/metrics", axum::routing::get(metrics))
         .route("/health", axum::routing::get(|| std::future::ready("ok")));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())

@@ -43,8 +43,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<St
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        let expected = crate::auth::token_digest(token.expose_secret());
-        if !crate::auth::digests_equal(&crate::auth::token_digest(sent.trim()), &expected) {
+        if !freight_core::secrets::tokens_match(sent.trim(), token.expose_secret()) {
             return Err(ApiError::Unauthorized(
                 "send `Authorization: Bearer <METRICS_TOKEN>` for the metrics".into(),
             ));
