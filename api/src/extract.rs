@@ -21,17 +21,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        require_json(req.headers())?;
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_rejection)?;
-        let value = parse_json(&bytes)?;
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::bad_request(
-                "the body has the wrong shape: expected a JSON object",
-            ));
-        }
-        Ok(ApiJson(value))
+        let ApiJsonBytes(bytes) = ApiJsonBytes::from_request(req, state).await?;
+        Ok(ApiJson(parse_json(&bytes)?))
     }
 }
 

@@ -67,6 +67,29 @@ async fn connection_parameters_are_refused_at_intake_by_name() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
+/// Rewrites a job's stored destination to a Postgres `url` of its tenant's, sealed as
+/// Freight stores one: a job stored before the URL rules existed.
+async fn forge_destination(db: &sea_orm::DatabaseConnection, tenant: Uuid, job: &str, url: &str) {
+    let forged = Destination::Postgres(PostgresDestination {
+        url: url.to_owned(),
+        url_redacted: None,
+        table: "contacts".into(),
+        key: vec!["id".into()],
+        mode: WriteMode::Insert,
+    });
+    let stored = keyring(&[SECRET_KEY]).seal_destination(tenant, &forged);
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE jobs SET destination = $1 WHERE id = $2",
+        [
+            serde_json::to_value(&stored).unwrap().into(),
+            job.parse::<Uuid>().unwrap().into(),
+        ],
+    ))
+    .await
+    .unwrap();
+}
+
 /// A job stored before the rule (forged here straight into the database) whose URL names
 /// a public host but `hostaddr=127.0.0.1`: the worker refuses it by its parameter and
 /// dead-letters its records; nothing connects to the loopback listener.
@@ -90,28 +113,11 @@ async fn a_stored_url_that_dials_elsewhere_dead_letters_without_connecting() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::ACCEPTED);
 
-    let forged = Destination::Postgres(PostgresDestination {
-        url: format!(
-            "postgres://app:pw@93.184.216.34:{}/crm?hostaddr=127.0.0.1&sslmode=disable",
-            listener.port()
-        ),
-        url_redacted: None,
-        table: "contacts".into(),
-        key: vec!["id".into()],
-        mode: WriteMode::Insert,
-    });
-    let stored = keyring(&[SECRET_KEY]).seal_destination(tenant, &forged);
-    app.db
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE jobs SET destination = $1 WHERE id = $2",
-            [
-                serde_json::to_value(&stored).unwrap().into(),
-                id.parse::<Uuid>().unwrap().into(),
-            ],
-        ))
-        .await
-        .unwrap();
+    let forged = format!(
+        "postgres://app:pw@93.184.216.34:{}/crm?hostaddr=127.0.0.1&sslmode=disable",
+        listener.port()
+    );
+    forge_destination(&app.db, tenant, &id, &forged).await;
 
     let res = app
         .tenant(&key, Method::POST, &format!("/api/v1/jobs/{id}/start"))
@@ -287,30 +293,13 @@ async fn secrets_in_a_destination_url_stay_out_of_the_worker_logs() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let forged = Destination::Postgres(PostgresDestination {
-        url: format!(
-            "postgres://app:{PASSWORD}@127.0.0.1:{port}/crm?sslpassword={REFUSED_VALUE}&made_up={UNKNOWN_VALUE}"
-        ),
-        url_redacted: None,
-        table: "contacts".into(),
-        key: vec!["id".into()],
-        mode: WriteMode::Insert,
-    });
+    let forged = format!(
+        "postgres://app:{PASSWORD}@127.0.0.1:{port}/crm?sslpassword={REFUSED_VALUE}&made_up={UNKNOWN_VALUE}"
+    );
     let db = sea_orm::Database::connect(database_url(&env.db_name))
         .await
         .unwrap();
-    db.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE jobs SET destination = $1 WHERE id = $2",
-        [
-            serde_json::to_value(keyring(&[SECRET_KEY]).seal_destination(tenant_id, &forged))
-                .unwrap()
-                .into(),
-            ids[1].parse::<Uuid>().unwrap().into(),
-        ],
-    ))
-    .await
-    .unwrap();
+    forge_destination(&db, tenant_id, &ids[1], &forged).await;
     let res = client
         .post(format!("{base}/api/v1/jobs/{}/start", ids[1]))
         .bearer_auth(key)

@@ -243,28 +243,29 @@ impl Authenticator {
         known: Option<CachedKey>,
     ) -> Result<Principal, ApiError> {
         let refusal_key = (key.public_id().to_owned(), digest);
-        // An unknown id is refused without waiting for a hashing slot.
-        if api_keys::find_for_auth(&self.db, key.public_id())
-            .await?
-            .is_none()
-        {
-            self.cache.invalidate(key.public_id()).await;
-            self.refused.insert(refusal_key, Refusal::Invalid).await;
-            return Err(Refusal::Invalid.error());
-        }
-        let reuse = known.filter(|k| !k.secret_hash.is_empty());
-        let slot = match reuse {
+        let slot = match known {
             Some(_) => None,
-            None => Some(self.hashing.slot().await?),
+            None => {
+                // An unknown id is refused without waiting for a hashing slot.
+                if api_keys::find_for_auth(&self.db, key.public_id())
+                    .await?
+                    .is_none()
+                {
+                    self.refused.insert(refusal_key, Refusal::Invalid).await;
+                    return Err(Refusal::Invalid.error());
+                }
+                Some(self.hashing.slot().await?)
+            }
         };
         // Read (again) now, holding the slot: a revocation while this request queued is
         // seen here, not cached for a TTL. One committed between this read and the cache
         // insert below (an Argon2 later) is still in the revocation poll's window when
         // the entry is in the cache, and the poll drops it.
         let Some(row) = api_keys::find_for_auth(&self.db, key.public_id()).await? else {
+            self.cache.invalidate(key.public_id()).await;
             return Err(Refusal::Invalid.error());
         };
-        let secret_hash = match reuse {
+        let secret_hash = match known {
             Some(k) if *k.secret_hash == *row.secret_hash => k.secret_hash,
             _ => {
                 let _slot = match slot {

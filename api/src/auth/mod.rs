@@ -206,3 +206,67 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 pub fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.ct_eq(b).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(peer: &str, forwarded: Option<&str>) -> Parts {
+        let mut req = axum::http::Request::builder().uri("/api/v1/jobs");
+        if let Some(f) = forwarded {
+            req = req.header("x-forwarded-for", f);
+        }
+        let (mut parts, ()) = req.body(()).unwrap().into_parts();
+        parts
+            .extensions
+            .insert(ConnectInfo::<SocketAddr>(peer.parse().unwrap()));
+        parts
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_the_peer_is_a_trusted_proxy() {
+        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // A client cannot name itself someone else.
+        assert_eq!(
+            client_ip(&parts("203.0.113.9:4000", Some("198.51.100.1")), &trusted),
+            ip("203.0.113.9")
+        );
+        // Through the balancer: the last hop it did not add itself.
+        assert_eq!(
+            client_ip(
+                &parts("10.1.2.3:4000", Some("1.2.3.4, 198.51.100.7, 10.9.9.9")),
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_ip(&parts("10.1.2.3:4000", None), &trusted),
+            ip("10.1.2.3")
+        );
+    }
+
+    #[test]
+    fn scopes_follow_one_rule_for_every_route() {
+        assert_eq!(
+            required_scope(&Method::GET, "/api/v1/jobs/x/logs"),
+            Scope::JobsRead
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/api/v1/jobs"),
+            Scope::JobsWrite
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/api/v1/api-keys"),
+            Scope::KeysManage
+        );
+        assert_eq!(
+            required_scope(&Method::DELETE, "/api/v1/api-keys/x"),
+            Scope::KeysManage
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/api/v1/api-keysx"),
+            Scope::JobsRead
+        );
+    }
+}
