@@ -7,7 +7,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use freight_core::{Error as CoreError, FieldError};
+use freight_core::{Error as CoreError, FieldError, error::BoxError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -54,7 +54,11 @@ pub enum ApiError {
     /// A dependency is down: the detail is sent, the cause (its own error text, which
     /// may name hosts and addresses) only logged.
     #[error("{detail}")]
-    Unavailable { detail: &'static str, cause: String },
+    Unavailable {
+        detail: &'static str,
+        #[source]
+        cause: BoxError,
+    },
     /// This replica is too busy for the request right now (a full queue): 503 with
     /// `Retry-After`.
     #[error("{detail}")]
@@ -65,9 +69,9 @@ pub enum ApiError {
     /// The request body arrived too slowly (`UPLOAD_MIN_RATE`).
     #[error("{0}")]
     RequestTimeout(String),
-    /// Something broke on our side. The message is logged, never sent.
-    #[error("{0}")]
-    Internal(String),
+    /// Something broke on our side. Logged with its causes, never sent.
+    #[error(transparent)]
+    Internal(BoxError),
 }
 
 impl ApiError {
@@ -76,6 +80,11 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
         }
+    }
+
+    /// An internal error: `message` says what failed, `cause` why.
+    pub fn internal(message: &str, cause: impl std::fmt::Display) -> Self {
+        Self::Internal(format!("{message}: {cause}").into())
     }
 
     pub fn status(&self) -> StatusCode {
@@ -153,7 +162,7 @@ impl IntoResponse for ApiError {
         };
         let problem = match self {
             Self::Internal(cause) => {
-                tracing::error!(error = %cause, "internal error");
+                tracing::error!(error = %chain(cause.as_ref()), "internal error");
                 Problem::new(status, "an internal error occurred; it has been logged")
             }
             Self::Validation(errors) => Problem {
@@ -170,7 +179,7 @@ impl IntoResponse for ApiError {
             }
             .with_errors(vec![error]),
             Self::Unavailable { detail, cause } => {
-                tracing::warn!(%detail, error = %cause, "dependency unavailable");
+                tracing::warn!(%detail, error = %chain(cause.as_ref()), "dependency unavailable");
                 Problem::new(status, detail)
             }
             other => Problem::new(status, other.to_string()),
@@ -206,9 +215,9 @@ impl From<CoreError> for ApiError {
             CoreError::Database(e) => from_db(e),
             CoreError::Redis(e) => Self::Unavailable {
                 detail: "the queue (Redis) is unavailable; retry shortly",
-                cause: e.to_string(),
+                cause: e.into(),
             },
-            CoreError::Internal(e) => Self::Internal(e),
+            e @ CoreError::Internal { .. } => Self::Internal(e.into()),
         }
     }
 }
@@ -222,22 +231,36 @@ impl From<sea_orm::DbErr> for ApiError {
 /// A database that cannot be reached is a 503 the client may retry; anything else is ours.
 fn from_db(err: sea_orm::DbErr) -> ApiError {
     use sea_orm::DbErr;
-    match &err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ApiError::Unavailable {
-            detail: "the database is unavailable; retry shortly",
-            cause: err.to_string(),
-        },
+    let down = match &err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
-        | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-            if unreachable(e) =>
-        {
-            ApiError::Unavailable {
-                detail: "the database is unavailable; retry shortly",
-                cause: err.to_string(),
-            }
+        | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)) => unreachable(e),
+        _ => false,
+    };
+    if down {
+        ApiError::Unavailable {
+            detail: "the database is unavailable; retry shortly",
+            cause: err.into(),
         }
-        _ => ApiError::Internal(format!("database: {err}")),
+    } else {
+        ApiError::Internal(err.into())
     }
+}
+
+/// An error and its causes, one after another: what a log line needs to say why.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        // Wrappers often repeat their cause's text; say it once.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The database is down, restarting or out of connections, rather than refusing the

@@ -14,7 +14,7 @@ use std::{
 };
 
 use entity::job;
-use freight_core::repo::{batches, jobs};
+use freight_core::store::{batches, jobs};
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -26,7 +26,7 @@ use std::{
 
 use bytes::Bytes;
 use entity::job;
-use freight_core::repo::{batches, jobs};
+use freight_core::store::{batches, jobs};
 use moka::ops::compute::Op;
 use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;

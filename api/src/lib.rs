@@ -15,13 +15,14 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod upload;
 pub mod views;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::{Json, Router, routing::get};
-use freight_core::{config::Settings, db, queue};
+use freight_core::{config::Settings, queue::connection, store::db};
 use rand::{Rng, distributions::Alphanumeric};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -46,7 +47,7 @@ impl Application {
             .await
             .context("cannot connect to Postgres (DATABASE_URL)")?;
         db::prepare_schema(&db, settings.migrate_on_start).await?;
-        let redis = queue::connect(&settings.redis)
+        let redis = connection::connect(&settings.redis)
             .await
             .context("cannot connect to Redis (REDIS_URL)")?;
         let admin_token = match &settings.http.admin_token {
@@ -87,6 +88,7 @@ impl Application {
         let background = tokio::spawn(
             self.state
                 .auth
+                .authenticator
                 .clone()
                 .run_background(self.state.settings.auth.clone(), stop.clone()),
         );

@@ -8,7 +8,7 @@ use entity::{
 };
 use freight_core::{
     domain::{destination::Destination, retry_policy::RetryPolicy},
-    repo::batches::BatchCounts,
+    store::batches::BatchCounts,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -31,8 +31,8 @@ pub struct Page<T: ToSchema> {
     pub next_cursor: Option<String>,
 }
 
-impl<T: ToSchema> From<freight_core::repo::page::Page<T>> for Page<T> {
-    fn from(p: freight_core::repo::page::Page<T>) -> Self {
+impl<T: ToSchema> From<freight_core::store::page::Page<T>> for Page<T> {
+    fn from(p: freight_core::store::page::Page<T>) -> Self {
         Self {
             data: p.data,
             next_cursor: p.next_cursor,

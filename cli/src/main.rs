@@ -159,7 +159,7 @@ async fn rotate(settings: Settings, batch_size: u64) -> anyhow::Result<()> {
     };
     let db = freight_core::db::connect(&settings.database).await?;
     let report =
-        freight_core::repo::jobs::reseal_destinations(&db, &settings.secrets, batch_size).await?;
+        freight_core::service::secrets::rotate(&db, &settings.secrets, batch_size).await?;
     println!(
         "{} of {} jobs re-encrypted with key {current}",
         report.changed, report.scanned

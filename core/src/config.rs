@@ -21,6 +21,15 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl From<crate::secrets::KeyError> for ConfigError {
+    fn from(e: crate::secrets::KeyError) -> Self {
+        Self {
+            var: e.var,
+            message: e.message,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database: DatabaseSettings,

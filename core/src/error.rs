@@ -4,7 +4,8 @@
 use sea_orm::DbErr;
 
 /// One broken rule in a request, located by its dotted path (`retry.max_attempts`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -41,13 +42,38 @@ pub enum Error {
     Database(#[from] DbErr),
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("{0}")]
-    Internal(String),
+    /// A broken invariant or a failure the caller cannot act on; keeps its cause, if any,
+    /// as its `source()` for whoever logs it.
+    #[error("{message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
 }
+
+/// Any error, as a cause kept in a chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl Error {
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// An internal error with no further cause.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::Internal {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An internal error caused by `source`.
+    pub fn internal_from(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Internal {
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 }
 

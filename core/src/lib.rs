@@ -1,19 +1,27 @@
-//! Freight's domain, shared by the api and the worker: configuration, validated job specs,
-//! API keys, retry policy, and the repository functions that hold every SQL statement.
+//! Freight's core, shared by the api and the worker, in layers that import only
+//! downward (`scripts/check-layers` enforces it):
+//!
+//! ```text
+//!   service        use cases: each begins and commits its own transaction
+//!      |
+//!   store   connectors   queue     SQL · destinations · the apalis-redis dispatch queue
+//!      \        |        /
+//!            domain                pure types and rules: no I/O
+//!              |
+//!   config  error  secrets  metrics  pg_copy  telemetry  shutdown
+//! ```
 
 pub mod config;
-pub mod db;
-pub mod destinations;
-pub mod dispatch;
+pub mod connectors;
 pub mod domain;
 pub mod error;
 pub mod metrics;
 pub mod pg_copy;
-pub mod pg_txn;
 pub mod queue;
-pub mod repo;
 pub mod secrets;
+pub mod service;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 
 pub use error::{Error, FieldError, Result};

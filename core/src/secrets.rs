@@ -26,10 +26,13 @@ use secrecy::zeroize::Zeroizing;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::{
-    config::ConfigError,
-    domain::destination::{Destination, open_legacy_url_parts, redact_url},
-};
+/// A key setting that cannot be used; the configuration reports it under `var`.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct KeyError {
+    pub var: &'static str,
+    pub message: String,
+}
 
 /// What every sealed value starts with. Intake refuses secrets that start with it, so a
 /// tenant cannot pass off a sealed value (from a leaked dump, say) as its own.
@@ -143,7 +146,7 @@ impl Keyring {
     }
 
     /// From the two settings' raw values (`old` comma-separated).
-    pub fn from_settings(current: Option<&str>, old: Option<&str>) -> Result<Self, ConfigError> {
+    pub fn from_settings(current: Option<&str>, old: Option<&str>) -> Result<Self, KeyError> {
         let old: Vec<&str> = old
             .unwrap_or("")
             .split(',')
@@ -154,12 +157,12 @@ impl Keyring {
             if old.is_empty() {
                 return Ok(Self::disabled());
             }
-            return Err(ConfigError {
+            return Err(KeyError {
                 var: KEY_VAR,
                 message: format!("is required when {OLD_KEYS_VAR} is set"),
             });
         };
-        let current = Key::from_base64(current).map_err(|message| ConfigError {
+        let current = Key::from_base64(current).map_err(|message| KeyError {
             var: KEY_VAR,
             message,
         })?;
@@ -168,7 +171,7 @@ impl Keyring {
             old: Vec::new(),
         };
         for (i, raw) in old.iter().enumerate() {
-            let key = Key::from_base64(raw).map_err(|m| ConfigError {
+            let key = Key::from_base64(raw).map_err(|m| KeyError {
                 var: OLD_KEYS_VAR,
                 message: format!("key {} of the list {m}", i + 1),
             })?;
@@ -180,7 +183,7 @@ impl Keyring {
     }
 
     /// A keyring from base64 keys, the first current (tests).
-    pub fn from_keys(current: &str, old: &[&str]) -> Result<Self, ConfigError> {
+    pub fn from_keys(current: &str, old: &[&str]) -> Result<Self, KeyError> {
         Self::from_settings(Some(current), Some(&old.join(",")))
     }
 
@@ -285,65 +288,6 @@ impl Keyring {
         }
         let plaintext = self.open(tenant_id, field, value)?;
         Ok(self.seal(tenant_id, field, &plaintext))
-    }
-
-    /// The destination as stored: its whole URL and every header value sealed with the
-    /// current key, and the URL's redacted form kept beside it for responses. Stored as
-    /// given when the keyring is disabled.
-    pub fn seal_destination(&self, tenant_id: Uuid, destination: &Destination) -> Destination {
-        destination
-            .map_secrets(
-                |field, v| Ok::<_, std::convert::Infallible>(self.seal(tenant_id, field, v)),
-                |url, _| Some(redact_url(url)),
-            )
-            .unwrap_or_else(|never| match never {})
-    }
-
-    /// The destination with every secret opened (for delivery only: never log it).
-    /// Destinations stored by earlier versions, whose URL holds sealed parts rather than
-    /// being sealed whole, open too.
-    pub fn open_destination(
-        &self,
-        tenant_id: Uuid,
-        destination: &Destination,
-    ) -> Result<Destination, OpenError> {
-        destination.map_secrets(
-            |field, v| {
-                let opened = self.open(tenant_id, field, v)?;
-                if field == "url" {
-                    open_legacy_url_parts(&opened, |part, sealed| {
-                        self.open(tenant_id, part, sealed)
-                    })
-                } else {
-                    Ok(opened)
-                }
-            },
-            |_, _| None,
-        )
-    }
-
-    /// The destination with every secret sealed with the current key (rotation): values
-    /// sealed with an old key, stored in the clear, or stored by an earlier version's
-    /// per-part sealing are opened and sealed again; values already sealed with the
-    /// current key are kept as they are.
-    pub fn reseal_destination(
-        &self,
-        tenant_id: Uuid,
-        destination: &Destination,
-    ) -> Result<Destination, OpenError> {
-        destination.map_secrets(
-            |field, v| {
-                let plain = if field == "url" && !is_sealed(v) {
-                    open_legacy_url_parts(v, |part, sealed| self.open(tenant_id, part, sealed))?
-                } else {
-                    v.to_owned()
-                };
-                self.reseal(tenant_id, field, &plain)
-            },
-            // A URL sealed before keeps its redacted form; one in the clear, or with
-            // sealed parts only, redacts as it is (sealed parts are what redaction hides).
-            |url, kept| kept.or_else(|| Some(redact_url(url))),
-        )
     }
 }
 
@@ -465,129 +409,6 @@ mod tests {
                 ),
                 "{bad}"
             );
-        }
-    }
-
-    fn destination(input: serde_json::Value) -> Destination {
-        let input: crate::domain::destination::DestinationInput =
-            serde_json::from_value(input).unwrap();
-        input
-            .validate(&mut crate::error::Problems::default())
-            .unwrap()
-    }
-
-    #[test]
-    fn destinations_are_stored_sealed_and_delivered_as_given() {
-        let keyring = ring(&[&generate_key()]);
-        for (input, secrets) in [
-            (
-                serde_json::json!({"type": "http",
-                    "url": "https://user:p%40ss:w0rd+1@crm.example.com/x?token=tok3n&page=2",
-                    "headers": {"Authorization": "Bearer s3cr3t", "X-Tenant": "acme"}}),
-                vec!["p%40ss", "w0rd", "tok3n", "s3cr3t", "acme"],
-            ),
-            (
-                serde_json::json!({"type": "postgres", "table": "t",
-                    "url": "postgres://app@db.example.com/crm?sslmode=require&password=qu3ry"}),
-                vec!["qu3ry"],
-            ),
-            // A chat webhook: the secret is the path.
-            (
-                serde_json::json!({"type": "http",
-                    "url": "https://hooks.example.com/services/T0AB12CD3/B0CD45EF6/Xy7Qk2LmN9pR4sT6vW8zA1bC"}),
-                vec!["Xy7Qk2LmN9pR4sT6vW8zA1bC"],
-            ),
-        ] {
-            let given = destination(input);
-            let stored = keyring.seal_destination(TENANT, &given);
-            let text = serde_json::to_string(&stored).unwrap();
-            for secret in secrets {
-                assert!(!text.contains(secret), "{secret} in {text}");
-            }
-            // What is not secret stays readable.
-            assert!(text.contains("example.com"), "{text}");
-            assert_eq!(
-                keyring.seal_destination(TENANT, &stored),
-                stored,
-                "no double seal"
-            );
-            assert_eq!(keyring.open_destination(TENANT, &stored).unwrap(), given);
-            // Responses redact the stored form as they did the plaintext.
-            assert_eq!(stored.redacted(), given.redacted());
-        }
-        // The whole URL is sealed, secret-looking or not, and opens byte for byte.
-        let plain = destination(
-            serde_json::json!({"type": "http", "url": "https://example.com/a%20b?x=1+2"}),
-        );
-        let stored = keyring.seal_destination(TENANT, &plain);
-        assert!(is_sealed(stored.url()), "{stored:?}");
-        assert_eq!(keyring.open_destination(TENANT, &stored).unwrap(), plain);
-        // Disabled, everything is stored as given.
-        assert_eq!(Keyring::disabled().seal_destination(TENANT, &plain), plain);
-    }
-
-    /// Earlier versions sealed a URL's password and secret-named query values one by one
-    /// inside the URL. Such a destination still opens, and rotation seals it whole.
-    #[test]
-    fn destinations_sealed_part_by_part_still_open_and_rotate_whole() {
-        let keyring = ring(&[&generate_key()]);
-        let password = keyring.seal(TENANT, "url.password", "pa55word");
-        let token = keyring.seal(TENANT, "url.query.token", "tok3n");
-        let mut url = url::Url::parse("https://user@crm.example.com/import?page=2").unwrap();
-        url.set_password(Some(&password)).unwrap();
-        url.query_pairs_mut().append_pair("token", &token);
-        let legacy =
-            destination(serde_json::json!({"type": "http", "url": "https://crm.example.com/"}));
-        let legacy = match legacy {
-            Destination::Http(mut h) => {
-                h.url = url.to_string();
-                Destination::Http(h)
-            }
-            other => other,
-        };
-        let opened = keyring.open_destination(TENANT, &legacy).unwrap();
-        let opened_url = url::Url::parse(opened.url()).unwrap();
-        assert_eq!(opened_url.password(), Some("pa55word"));
-        assert!(
-            opened_url
-                .query_pairs()
-                .any(|(k, v)| k == "token" && v == "tok3n")
-        );
-        assert!(
-            opened_url
-                .query_pairs()
-                .any(|(k, v)| k == "page" && v == "2")
-        );
-
-        let rotated = keyring.reseal_destination(TENANT, &legacy).unwrap();
-        assert!(is_sealed(rotated.url()), "{rotated:?}");
-        let shown = rotated.redacted().to_string();
-        assert!(
-            shown.contains("crm.example.com") && !shown.contains("enc:v1"),
-            "{shown}"
-        );
-        assert_eq!(keyring.open_destination(TENANT, &rotated).unwrap(), opened);
-        assert_eq!(
-            keyring.reseal_destination(TENANT, &rotated).unwrap(),
-            rotated,
-            "stable"
-        );
-    }
-
-    #[test]
-    fn intake_refuses_values_that_look_sealed() {
-        let sealed = ring(&[&generate_key()]).seal(TENANT, "headers.X", "v");
-        for input in [
-            serde_json::json!({"type": "http", "url": "https://example.com/", "headers": {"X": sealed}}),
-            serde_json::json!({"type": "http", "url": format!("https://u:{sealed}@example.com/")}),
-            serde_json::json!({"type": "postgres", "table": "t", "url": format!("postgres://u@h/db?password={sealed}")}),
-        ] {
-            let input: crate::domain::destination::DestinationInput =
-                serde_json::from_value(input).unwrap();
-            let mut problems = crate::error::Problems::default();
-            input.validate(&mut problems);
-            let err = problems.into_result(|| ()).unwrap_err().to_string();
-            assert!(!err.is_empty());
         }
     }
 

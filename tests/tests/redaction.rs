@@ -185,9 +185,7 @@ async fn secrets_never_come_back() {
         "{raw}"
     );
     let sealed: Destination = serde_json::from_str(&raw).unwrap();
-    let opened = keyring(&[SECRET_KEY])
-        .open_destination(tenant, &sealed)
-        .unwrap();
+    let opened = sealed.opened(&keyring(&[SECRET_KEY]), tenant).unwrap();
     let Destination::Http(opened) = opened else {
         panic!("an http destination")
     };

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use freight_core::store::upkeep::TABLES;
 use freight_tests::{TestApp, engine::id_of, sink::Sink, wait_until};
-use freight_worker::upkeep::TABLES;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 

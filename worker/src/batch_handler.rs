@@ -1,5 +1,5 @@
 //! The apalis handler: one message, one batch, in the design's four steps —
-//! [`claim`](batches::claim), deliver, [`record`](ledger::record_attempt), dispatch next.
+//! [`claim`](batches::claim), deliver, record (`Services::record_attempt`), dispatch next.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -9,11 +9,15 @@ use std::{
 use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
 use freight_core::{
-    destinations::{Outcome, RecordToDeliver},
-    dispatch::DeliverBatch,
-    domain::{destination::Destination, retry_policy::RetryPolicy},
-    repo::{batches, ledger},
+    domain::{
+        attempt::AttemptResult,
+        delivery::{Outcome, RecordResult, RecordToDeliver},
+        destination::Destination,
+        retry_policy::RetryPolicy,
+    },
+    queue::DeliverBatch,
     secrets::OpenError,
+    store::batches,
 };
 use rand::Rng;
 use tracing::Instrument;
@@ -124,9 +128,8 @@ impl Engine {
         let destination = serde_json::from_value::<Destination>(batch.destination.clone())
             .map_err(|e| Outcome::Permanent(format!("the job's destination cannot be read: {e}")))
             .and_then(|stored| {
-                self.settings
-                    .secrets
-                    .open_destination(batch.tenant_id, &stored)
+                stored
+                    .opened(&self.settings.secrets, batch.tenant_id)
                     .map_err(|e| match e {
                         // The operator's to fix (configure the key): wait, do not fail.
                         OpenError::UnknownKey { ref key_id } => {
@@ -158,7 +161,7 @@ impl Engine {
             }
             Err(outcome) => before
                 .iter()
-                .map(|&(seq, _)| freight_core::destinations::RecordResult {
+                .map(|&(seq, _)| RecordResult {
                     seq,
                     outcome: outcome.clone(),
                     duration_ms: 0,
@@ -166,10 +169,10 @@ impl Engine {
                 .collect(),
         };
         deadline.abort();
-        let attempts: Vec<ledger::AttemptResult> = before
+        let attempts: Vec<AttemptResult> = before
             .iter()
             .zip(results)
-            .map(|(&(seq, attempts), res)| ledger::AttemptResult {
+            .map(|(&(seq, attempts), res)| AttemptResult {
                 seq,
                 attempt: attempts + 1,
                 outcome: res.outcome,
@@ -177,34 +180,29 @@ impl Engine {
             })
             .collect();
         let jitter_unit: f64 = rand::thread_rng().r#gen();
-        let Some(recorded) = ledger::record_attempt(
-            &self.db,
-            &batch,
-            &self.worker_id,
-            &attempts,
-            &policy,
-            jitter_unit,
-        )
-        .await?
+        let Some(recorded) = self
+            .services
+            .record_attempt(&batch, &self.worker_id, &attempts, &policy, jitter_unit)
+            .await?
         else {
             tracing::warn!("another worker took this batch over; its outcome is theirs to record");
             return Ok(None);
         };
         tracing::info!(
             status = ?recorded.batch_status,
-            succeeded = recorded.succeeded,
-            dead_lettered = recorded.dead_lettered,
-            retrying = recorded.retrying,
-            cancelled = recorded.cancelled,
+            succeeded = recorded.counts.succeeded,
+            dead_lettered = recorded.counts.dead_lettered,
+            retrying = recorded.counts.retrying,
+            cancelled = recorded.counts.cancelled,
             duration_ms = started.elapsed().as_millis() as u64,
             "batch attempt recorded"
         );
         freight_core::metrics::record_outcomes(
             batch.tenant_id,
-            recorded.succeeded,
-            recorded.retrying,
-            recorded.dead_lettered,
-            recorded.cancelled,
+            recorded.counts.succeeded,
+            recorded.counts.retrying,
+            recorded.counts.dead_lettered,
+            recorded.counts.cancelled,
         );
         metrics::histogram!(freight_core::metrics::BATCH_DURATION)
             .record(started.elapsed().as_secs_f64());

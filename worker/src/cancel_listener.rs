@@ -3,8 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use freight_core::repo::lifecycle::CANCEL_CHANNEL;
-use sea_orm::sqlx::postgres::PgListener;
+use freight_core::store::cancellations::CancelListener;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -27,18 +26,16 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
 }
 
 async fn listen(engine: &Engine, stop: &CancellationToken) -> Result<(), sea_orm::sqlx::Error> {
-    let mut listener = PgListener::connect(engine.settings.database.url.expose_secret()).await?;
-    listener.listen(CANCEL_CHANNEL).await?;
+    let mut listener =
+        CancelListener::connect(engine.settings.database.url.expose_secret()).await?;
     loop {
-        let notification = tokio::select! {
+        let job_id = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            n = listener.recv() => n?,
+            n = listener.next() => n?,
         };
-        if let Ok(job_id) = notification.payload().parse() {
-            let stopped = engine.inflight.cancel_job(job_id);
-            if stopped > 0 {
-                tracing::info!(job_id = %job_id, batches = stopped, "stopping batches of a cancelled job");
-            }
+        let stopped = engine.inflight.cancel_job(job_id);
+        if stopped > 0 {
+            tracing::info!(job_id = %job_id, batches = stopped, "stopping batches of a cancelled job");
         }
     }
 }

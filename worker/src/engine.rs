@@ -2,12 +2,17 @@
 
 use std::sync::{Arc, atomic::AtomicBool};
 
-use freight_core::{config::Settings, destinations::Connectors, dispatch::Dispatcher};
+use freight_core::{
+    config::Settings, connectors::Connectors, queue::Dispatcher, service::Services,
+};
 use sea_orm::DatabaseConnection;
 
 use crate::{Wakeup, inflight::Inflight};
 
 pub struct Engine {
+    /// The use cases a worker runs: recording attempts, the reconciler's writes.
+    pub services: Services,
+    /// For reads and single statements (the same pool the services use).
     pub db: DatabaseConnection,
     pub dispatcher: Dispatcher,
     pub connectors: Connectors,

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use freight_core::repo::{batches, workers};
+use freight_core::store::{batches, workers};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use freight_core::destinations::Stop;
+use freight_core::connectors::Stop;
 use uuid::Uuid;
 
 #[derive(Default)]

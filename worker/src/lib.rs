@@ -34,11 +34,11 @@ use apalis_core::backend::ext::BackendExt;
 use apalis_redis::RedisStorage;
 use freight_core::{
     config::Settings,
-    db,
-    destinations::Connectors,
-    dispatch::{DeliverBatch, Dispatcher, queue_config},
-    queue,
-    repo::workers::{self, NewWorker},
+    connectors::Connectors,
+    queue::{DeliverBatch, Dispatcher, connection, queue_config},
+    service::Services,
+    store::db,
+    store::workers::{self, NewWorker},
 };
 use futures::task::AtomicWaker;
 use rand::Rng;
@@ -113,21 +113,24 @@ impl Worker {
             .await
             .context("cannot connect to Postgres (DATABASE_URL)")?;
         db::prepare_schema(&db, settings.migrate_on_start).await?;
-        let mut redis = queue::connect(&settings.redis)
+        let mut redis = connection::connect(&settings.redis)
             .await
             .context("cannot connect to Redis (REDIS_URL)")?;
-        queue::ping(&mut redis)
+        connection::ping(&mut redis)
             .await
             .context("Redis does not answer PING (REDIS_URL)")?;
         let host = hostname();
+        let dispatcher = Dispatcher::new(redis.clone(), &settings.redis.queue);
+        let settings = Arc::new(settings);
         let engine = Engine {
-            dispatcher: Dispatcher::new(redis.clone(), &settings.redis.queue),
+            services: Services::new(db.clone(), dispatcher.clone(), settings.clone()),
+            dispatcher,
             connectors: Connectors::new(settings.allow_private_destinations),
             worker_id: worker_id(&host),
             inflight: Arc::new(Inflight::default()),
             wakeup: Arc::new(Wakeup::default()),
             draining: AtomicBool::new(false),
-            settings: Arc::new(settings),
+            settings,
             db,
         };
         Ok(Self {

@@ -8,15 +8,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use freight_core::repo::{lifecycle, reconcile};
-use sea_orm::sqlx::{self, Connection, PgConnection};
+use freight_core::store::{leadership::Leadership, reconcile};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::{engine::Engine, upkeep};
-
-/// Advisory lock key of the reconciler's leadership ("FRGR").
-pub const LEADER_LOCK_KEY: i64 = 0x4652_4752;
 
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
@@ -68,21 +64,21 @@ impl Reconciler {
                 .await?;
         let overdue =
             reconcile::overdue(db, self.config.overdue_after.as_secs_f64(), limit).await?;
-        let (mut refill, jobs_finalized) = reconcile::windows_and_stragglers(db, limit).await?;
+        let services = &self.engine.services;
+        let mut refill = services.refill_windows(limit).await?;
         let windows_refilled = refill.len();
+        let (finished, jobs_finalized) = services.finalize_stragglers(limit).await?;
+        refill.extend(finished);
         let stale_secs = self.config.heartbeat_timeout.as_secs_f64();
         let mut abandoned_cancelled = 0;
         for job_id in reconcile::cancelling_with_abandoned_batches(db, stale_secs, limit).await? {
-            if let Some((done, dispatch)) =
-                lifecycle::cancel_abandoned(db, job_id, stale_secs).await?
-            {
+            if let Some(dispatch) = services.cancel_abandoned(job_id, stale_secs).await? {
                 abandoned_cancelled += 1;
-                done.record_metrics();
                 refill.extend(dispatch);
             }
         }
         for tenant in reconcile::tenants_with_queued_jobs(db, limit).await? {
-            refill.extend(lifecycle::admit_tenant(db, tenant).await?);
+            refill.extend(services.admitted(tenant).await?);
         }
         let dispatch: Vec<_> = stale
             .iter()
@@ -121,7 +117,7 @@ impl Reconciler {
 
     /// Runs until `stop`: takes leadership when free, then reconciles every interval.
     pub async fn run(self, stop: CancellationToken) {
-        let mut leader: Option<PgConnection> = None;
+        let mut leader: Option<Leadership> = None;
         let mut upkeep = self.config.table_upkeep_interval.map(upkeep::Schedule::new);
         let url = self.engine.settings.database.url.expose_secret().to_owned();
         let mut tick = tokio::time::interval(self.config.interval);
@@ -145,35 +141,24 @@ impl Reconciler {
         }
         // Dropping the schedule aborts a pass still running.
         drop(upkeep);
-        if let Some(conn) = leader {
-            let _ = conn.close().await;
+        if let Some(leadership) = leader {
+            leadership.release().await;
         }
     }
 
-    /// Keeps (or tries to take) the leader lock. The lock lives as long as its connection:
-    /// a leader that dies or loses its connection frees it for another worker.
-    async fn hold_leadership(&self, leader: &mut Option<PgConnection>, url: &str) -> bool {
-        if let Some(conn) = leader.as_mut() {
-            if conn.ping().await.is_ok() {
+    /// Keeps (or tries to take) the leader lock.
+    async fn hold_leadership(&self, leader: &mut Option<Leadership>, url: &str) -> bool {
+        if let Some(leadership) = leader.as_mut() {
+            if leadership.is_held().await {
                 return true;
             }
             tracing::warn!("reconciler lost its leader connection");
             *leader = None;
         }
-        let Ok(mut conn) = PgConnection::connect(url).await else {
-            return false;
-        };
-        let got: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK_KEY)
-            .fetch_one(&mut conn)
-            .await;
-        if matches!(got, Ok(true)) {
+        *leader = Leadership::try_take(url).await;
+        if leader.is_some() {
             tracing::info!(worker.id = %self.engine.worker_id, "this worker now runs the reconciler");
-            *leader = Some(conn);
-            true
-        } else {
-            let _ = conn.close().await;
-            false
         }
+        leader.is_some()
     }
 }

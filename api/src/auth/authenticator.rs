@@ -39,10 +39,10 @@ use entity::tenant::TenantStatus;
 use freight_core::{
     config::AuthSettings,
     domain::api_key::{ApiKey, Scopes},
-    repo::api_keys,
+    store::{api_keys, db},
 };
 use moka::future::Cache;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::DatabaseConnection;
 use subtle::ConstantTimeEq;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
@@ -278,7 +278,7 @@ impl Authenticator {
                 let (key, hash) = (key.clone(), row.secret_hash.clone());
                 let ok = tokio::task::spawn_blocking(move || key.verify_secret(&hash))
                     .await
-                    .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?;
+                    .map_err(|e| ApiError::internal("the argon2 task", e))?;
                 if !ok {
                     self.refused.insert(refusal_key, Refusal::Invalid).await;
                     return Err(Refusal::Invalid.error());
@@ -384,7 +384,7 @@ impl Authenticator {
 
     /// Runs until `stop`: polls for revocations and flushes `last_used_at`.
     pub async fn run_background(self: Arc<Self>, settings: AuthSettings, stop: CancellationToken) {
-        let mut since = db_now(&self.db).await.unwrap_or_else(|_| Utc::now());
+        let mut since = db::now(&self.db).await.unwrap_or_else(|_| Utc::now());
         let mut poll = tokio::time::interval(settings.revocation_poll_interval);
         let mut flush = tokio::time::interval(settings.last_used_flush_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -413,7 +413,7 @@ impl Authenticator {
         since: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, sea_orm::DbErr> {
         const MARGIN: chrono::Duration = chrono::Duration::seconds(5);
-        let now = db_now(&self.db).await?;
+        let now = db::now(&self.db).await?;
         let changed = api_keys::invalidated_since(&self.db, since - MARGIN)
             .await
             .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
@@ -435,16 +435,4 @@ impl Authenticator {
         }
         Ok(now)
     }
-}
-
-/// The database's clock, so replicas with skewed clocks still see every revocation.
-async fn db_now(db: &DatabaseConnection) -> Result<DateTime<Utc>, sea_orm::DbErr> {
-    let row = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT now() AS now",
-        ))
-        .await?
-        .ok_or_else(|| sea_orm::DbErr::Custom("SELECT now() returned no row".into()))?;
-    row.try_get("", "now")
 }

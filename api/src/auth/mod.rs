@@ -1,5 +1,8 @@
 //! Authentication as extractors: a handler that names [`AuthTenant`] or [`Operator`]
 //! cannot forget to check, and every tenant query takes the tenant id it yields.
+//!
+//! The extractors need only the [`Gate`], which any router state provides through
+//! `FromRef`: this module knows nothing of the api's `AppState`.
 
 mod authenticator;
 pub mod rate_limit;
@@ -8,22 +11,66 @@ pub mod sessions;
 pub use authenticator::{Authenticator, Principal};
 use sessions::AtLimit;
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts},
+    extract::{ConnectInfo, FromRef, FromRequestParts},
     http::{Method, request::Parts},
 };
 use freight_core::{
-    config::Cidr,
+    config::{Cidr, Settings},
     domain::api_key::{ApiKey, Scope},
-    repo::audit::Actor,
+    domain::audit::Actor,
 };
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use crate::{error::ApiError, state::AppState};
+use crate::error::ApiError;
+
+/// What authentication needs, cheap to clone: the key verifier (with its caches and
+/// long-response sessions), the tenants' rate limits, the operator token's digest, and
+/// the settings that shape them.
+#[derive(Clone)]
+pub struct Gate(Arc<GateParts>);
+
+pub struct GateParts {
+    pub authenticator: Arc<Authenticator>,
+    pub rate_limiter: rate_limit::RateLimiter,
+    admin_token_digest: [u8; 32],
+    trusted_proxies: Vec<Cidr>,
+    tenant_max_streams: usize,
+    stream_max_lifetime: Duration,
+}
+
+impl std::ops::Deref for Gate {
+    type Target = GateParts;
+
+    fn deref(&self) -> &GateParts {
+        &self.0
+    }
+}
+
+impl Gate {
+    pub fn new(authenticator: Arc<Authenticator>, settings: &Settings, admin_token: &str) -> Self {
+        Self(Arc::new(GateParts {
+            authenticator,
+            rate_limiter: Default::default(),
+            admin_token_digest: token_digest(admin_token),
+            trusted_proxies: settings.http.trusted_proxies.clone(),
+            tenant_max_streams: settings.http.tenant_max_streams,
+            stream_max_lifetime: settings.http.stream_max_lifetime,
+        }))
+    }
+
+    pub fn is_admin_token(&self, presented: &str) -> bool {
+        digests_equal(&token_digest(presented), &self.admin_token_digest)
+    }
+}
 
 /// A request authenticated with a tenant API key (`Authorization: Bearer` or `X-API-Key`).
 #[derive(Debug, Clone)]
@@ -40,19 +87,18 @@ impl AuthTenant {
     /// after `STREAM_MAX_LIFETIME` or when the key is revoked or the tenant suspended.
     pub fn open_stream<S: futures::Stream>(
         &self,
-        state: &AppState,
+        gate: &Gate,
         stream: S,
     ) -> Result<impl futures::Stream<Item = S::Item> + use<S>, ApiError> {
-        let http = &state.settings.http;
-        let session = state
-            .auth
+        let session = gate
+            .authenticator
             .sessions
-            .open(self.tenant_id, self.key_id, http.tenant_max_streams)
+            .open(self.tenant_id, self.key_id, gate.tenant_max_streams)
             .map_err(|AtLimit(limit)| ApiError::TooManyAtOnce {
                 what: "event streams and downloads",
                 limit,
             })?;
-        Ok(session.bound(stream, http.stream_max_lifetime))
+        Ok(session.bound(stream, gate.stream_max_lifetime))
     }
 
     /// The caller as the audit trail records it: `key:<public id>`.
@@ -63,24 +109,28 @@ impl AuthTenant {
     }
 }
 
-impl FromRequestParts<AppState> for AuthTenant {
+impl<S: Send + Sync> FromRequestParts<S> for AuthTenant
+where
+    Gate: FromRef<S>,
+{
     type Rejection = ApiError;
 
     /// Authenticates the key, then requires the scope the request needs
     /// ([`required_scope`]), then takes a token from the tenant's rate limit.
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let gate = Gate::from_ref(state);
         let token = presented_token(parts)?.ok_or_else(|| {
             ApiError::Unauthorized(
                 "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`".into(),
             )
         })?;
-        if state.is_admin_token(&token) {
+        if gate.is_admin_token(&token) {
             return Err(ApiError::Unauthorized(
                 "the operator token is not a tenant API key; create a key for the tenant".into(),
             ));
         }
-        let client = client_ip(parts, &state.settings.http.trusted_proxies);
-        let p = state.auth.authenticate_from(&token, client).await?;
+        let client = client_ip(parts, &gate.trusted_proxies);
+        let p = gate.authenticator.authenticate_from(&token, client).await?;
         let needed = required_scope(&parts.method, parts.uri.path());
         if !p.scopes.contains(needed) {
             return Err(ApiError::Forbidden(format!(
@@ -89,8 +139,7 @@ impl FromRequestParts<AppState> for AuthTenant {
                 p.scopes
             )));
         }
-        state
-            .rate_limiter
+        gate.rate_limiter
             .check(p.tenant_id, p.rate)
             .map_err(|l| ApiError::TooManyRequests {
                 retry_after: l.retry_after,
@@ -113,21 +162,29 @@ impl FromRequestParts<AppState> for AuthTenant {
 #[derive(Debug, Clone, Copy)]
 pub struct Operator;
 
-impl FromRequestParts<AppState> for Operator {
+impl<S: Send + Sync> FromRequestParts<S> for Operator
+where
+    Gate: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let gate = Gate::from_ref(state);
         let token = presented_token(parts)?.ok_or_else(|| {
             ApiError::Unauthorized(
                 "missing operator token: send `Authorization: Bearer <ADMIN_TOKEN>`".into(),
             )
         })?;
-        if state.is_admin_token(&token) {
+        if gate.is_admin_token(&token) {
             return Ok(Operator);
         }
-        let client = client_ip(parts, &state.settings.http.trusted_proxies);
+        let client = client_ip(parts, &gate.trusted_proxies);
         if ApiKey::parse(&token).is_ok()
-            && state.auth.authenticate_from(&token, client).await.is_ok()
+            && gate
+                .authenticator
+                .authenticate_from(&token, client)
+                .await
+                .is_ok()
         {
             return Err(ApiError::Forbidden(
                 "this is an operator route; a tenant API key cannot use it".into(),

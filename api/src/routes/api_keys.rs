@@ -7,17 +7,14 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use freight_core::{
-    domain::api_key::{ApiKey, Scope, Scopes},
-    repo::{
-        api_keys::{self, NewApiKey},
-        audit::{self, Actor},
+    domain::{
+        api_key::{ApiKey, CreateApiKeyRequest},
+        audit::Actor,
     },
+    store::api_keys,
 };
-use sea_orm::TransactionTrait;
-use serde::Deserialize;
-use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -35,113 +32,28 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_own_key))
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
-pub struct CreateApiKeyRequest {
-    /// A label, up to 200 characters.
-    pub name: Option<String>,
-    /// When the key stops working (RFC 3339, in the future). Never, if absent.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// What the key may do: any of `jobs:read`, `jobs:write`, `keys:manage` (default:
-    /// all three). A dashboard's key needs only `jobs:read`.
-    pub scopes: Option<Vec<String>>,
-}
-
-/// Creates a key for `tenant_id`, with its `key.created` audit event in the same
-/// transaction. Shared by the operator and the self-service route.
+/// Creates a key for `tenant_id`: checks the request, hashes the new secret under the
+/// bound key verification shares (a burst of creations waits its turn, or is shed, like a
+/// burst of verifications), and stores it. Shared by the operator and self-service routes.
 pub async fn create_key(
     state: &AppState,
     tenant_id: Uuid,
     req: CreateApiKeyRequest,
     actor: Actor,
 ) -> ApiResult<CreatedApiKey> {
-    let mut errors = Vec::new();
-    if req
-        .name
-        .as_ref()
-        .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 200)
-    {
-        errors.push(freight_core::FieldError::new(
-            "name",
-            "must be 1 to 200 characters",
-        ));
-    }
-    if req.expires_at.is_some_and(|at| at <= Utc::now()) {
-        errors.push(freight_core::FieldError::new(
-            "expires_at",
-            "must be in the future",
-        ));
-    }
-    let scopes = match &req.scopes {
-        None => Scopes::all(),
-        Some(names) => {
-            for (i, name) in names.iter().enumerate() {
-                if Scope::parse(name).is_none() {
-                    errors.push(freight_core::FieldError::new(
-                        format!("scopes[{i}]"),
-                        "is not a scope: use `jobs:read`, `jobs:write` or `keys:manage`",
-                    ));
-                }
-            }
-            let scopes = Scopes::from_names(names);
-            if scopes.is_empty() && errors.is_empty() {
-                errors.push(freight_core::FieldError::new(
-                    "scopes",
-                    "must name at least one scope",
-                ));
-            }
-            scopes
-        }
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let spec = req.validate(Utc::now())?;
     let key = ApiKey::generate();
     let hashing = key.clone();
     let secret_hash = {
-        // The hashing slots key verification uses: a burst of creations waits its turn
-        // (or is shed) like a burst of verifications.
-        let _slot = state.auth.hashing_slot().await?;
+        let _slot = state.auth.authenticator.hashing_slot().await?;
         tokio::task::spawn_blocking(move || hashing.hash_secret())
             .await
-            .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?
+            .map_err(|e| ApiError::internal("the argon2 task", e))?
     };
-    let txn = state.db.begin().await?;
-    let max = state.settings.tenant_max_api_keys;
-    if api_keys::count_active_locked(&txn, tenant_id).await? >= max {
-        return Err(ApiError::Validation(vec![freight_core::FieldError::new(
-            "api_keys",
-            format!("this tenant already holds {max} active API keys, its limit; revoke one first"),
-        )]));
-    }
-    let row = api_keys::create(
-        &txn,
-        NewApiKey {
-            tenant_id,
-            name: req.name,
-            public_id: key.public_id().to_owned(),
-            secret_hash,
-            expires_at: req.expires_at,
-            scopes,
-        },
-    )
-    .await?;
-    audit::record(
-        &txn,
-        audit::NewEvent {
-            tenant_id: Some(tenant_id),
-            actor,
-            action: audit::KEY_CREATED,
-            target_type: "api_key",
-            target_id: Some(row.id),
-            details: serde_json::json!({
-                "name": row.name,
-                "prefix": key.prefix(),
-                "expires_at": row.expires_at,
-            }),
-        },
-    )
-    .await?;
-    txn.commit().await?;
+    let row = state
+        .services
+        .create_key(tenant_id, spec, &key, secret_hash, &actor)
+        .await?;
     Ok(CreatedApiKey {
         id: row.id,
         tenant_id,
@@ -154,35 +66,20 @@ pub async fn create_key(
     })
 }
 
-/// Revokes a key (only within `tenant_id` when given) on this replica at once; the others
-/// drop it from their caches at their next poll, within a second or two. The first
-/// revocation writes a `key.revoked` audit event in the same transaction.
+/// Revokes a key (only within `tenant_id` when given), on this replica at once; the others
+/// drop it from their caches at their next poll, within a second or two.
 pub async fn revoke_key(
     state: &AppState,
     key_id: Uuid,
     tenant_id: Option<Uuid>,
     actor: Actor,
 ) -> ApiResult<StatusCode> {
-    let txn = state.db.begin().await?;
-    let revoked = api_keys::revoke(&txn, key_id, tenant_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("API key not found".into()))?;
-    if revoked.now {
-        audit::record(
-            &txn,
-            audit::NewEvent {
-                tenant_id: Some(revoked.tenant_id),
-                actor,
-                action: audit::KEY_REVOKED,
-                target_type: "api_key",
-                target_id: Some(key_id),
-                details: serde_json::json!({"prefix": format!("frk_{}", revoked.public_id)}),
-            },
-        )
-        .await?;
-    }
-    txn.commit().await?;
-    state.auth.forget(&revoked.public_id, key_id).await;
+    let revoked = state.services.revoke_key(key_id, tenant_id, &actor).await?;
+    state
+        .auth
+        .authenticator
+        .forget(&revoked.public_id, key_id)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -3,7 +3,7 @@
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
-use freight_core::repo::{
+use freight_core::store::{
     page::Keyset,
     reads::{self, DeadLetterRow},
 };

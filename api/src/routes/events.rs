@@ -7,7 +7,7 @@ use axum::{
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
-use freight_core::repo::{batches, jobs};
+use freight_core::store::{batches, jobs};
 use futures::{Stream, stream};
 use tokio::sync::watch;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -86,7 +86,7 @@ async fn job_events(
         },
         next_event,
     );
-    let stream = auth.open_stream(&state, stream)?;
+    let stream = auth.open_stream(&state.auth, stream)?;
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

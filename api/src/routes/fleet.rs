@@ -2,8 +2,8 @@
 
 use axum::{Json, extract::State};
 use freight_core::{
-    dispatch::RedisDepth,
-    repo::fleet::{self, Depth, LiveWorker},
+    queue::RedisDepth,
+    store::fleet::{self, Depth, LiveWorker},
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -56,7 +56,7 @@ pub struct Queues {
         (status = 503, body = Problem)))]
 async fn queues(State(state): State<AppState>, _: Operator) -> ApiResult<Json<Queues>> {
     let batches = fleet::depth(&state.db).await?;
-    let redis = state.dispatcher.redis_depth().await?;
+    let redis = state.services.dispatcher.redis_depth().await?;
     Ok(Json(Queues {
         queues: vec![QueueDepth {
             name: state.settings.redis.queue.clone(),
@@ -88,7 +88,7 @@ pub async fn refresh_gauges(state: AppState, stop: tokio_util::sync::Cancellatio
                 metrics::gauge!(QUEUE_DEPTH, "state" => s).set(n as f64);
             }
         }
-        if let Ok(r) = state.dispatcher.redis_depth().await {
+        if let Ok(r) = state.services.dispatcher.redis_depth().await {
             metrics::gauge!(QUEUE_DEPTH, "state" => "redis_ready").set(r.ready as f64);
             metrics::gauge!(QUEUE_DEPTH, "state" => "redis_scheduled").set(r.scheduled as f64);
         }

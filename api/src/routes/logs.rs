@@ -14,7 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use entity::record_log::RecordOutcome;
 use freight_core::{
     FieldError,
-    repo::{
+    store::{
         page::Keyset,
         reads::{self, LogFilter, LogRow},
     },
@@ -232,7 +232,7 @@ fn download(
         _ => None,
     };
     // Counted, and ended on revocation or suspension, like an event stream.
-    let body = Body::from_stream(auth.open_stream(state, stream::iter(head).chain(pages))?);
+    let body = Body::from_stream(auth.open_stream(&state.auth, stream::iter(head).chain(pages))?);
     let (content_type, ext) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         _ => ("application/x-ndjson", "ndjson"),

@@ -8,7 +8,6 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use sea_orm::ConnectionTrait;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -120,8 +119,8 @@ where
 async fn readiness(state: AppState) -> (StatusCode, Json<Readiness>) {
     let mut redis = state.redis.clone();
     let (postgres, redis) = tokio::join!(
-        check(async { state.db.execute_unprepared("SELECT 1").await.map(|_| ()) }),
-        check(async move { freight_core::queue::ping(&mut redis).await }),
+        check(freight_core::store::db::ping(&state.db)),
+        check(async move { freight_core::queue::connection::ping(&mut redis).await }),
     );
     let ok = postgres.status == "ok" && redis.status == "ok";
     let body = Readiness {

@@ -2,9 +2,9 @@
 //! dead letters. Each re-opens exactly those records as new attempts.
 
 use axum::{Json, extract::State, http::StatusCode};
-use freight_core::repo::{
-    audit, jobs,
-    lifecycle::{self, RequeueScope},
+use freight_core::{
+    service::{Requeued as Done, RetryTarget},
+    store::jobs,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -46,25 +46,12 @@ async fn retry_job(
     auth: AuthTenant,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<Requeued>)> {
-    let job = jobs::get(&state.db, auth.tenant_id, id).await?;
-    if matches!(
-        job.status,
-        entity::job::JobStatus::Cancelling | entity::job::JobStatus::Cancelled
-    ) {
-        return Err(ApiError::Conflict(
-            "a cancelled job cannot be retried".into(),
-        ));
-    }
-    let event = event(&auth, audit::JOB_RETRIED, "job", Some(id));
-    let done = lifecycle::requeue(&state.db, auth.tenant_id, RequeueScope::Job(id), event).await?;
-    state.job_views.forget(auth.tenant_id, id);
-    state.dispatch(&done.to_dispatch).await;
-    let requeued = done.requeued;
+    let done = retry(&state, &auth, RetryTarget::Job(id)).await?;
     let job = jobs::get(&state.db, auth.tenant_id, id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Requeued {
-            requeued,
+            requeued: done.requeued,
             job: Some(job_view(&state.db, job).await?),
         }),
     ))
@@ -81,27 +68,11 @@ async fn retry_batch(
     auth: AuthTenant,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<Requeued>)> {
-    let batch = freight_core::repo::batches::get(&state.db, auth.tenant_id, id).await?;
-    if batch.status != entity::batch::BatchStatus::Failed {
-        return Err(ApiError::Conflict(
-            "only a failed batch can be retried".into(),
-        ));
-    }
-    let event = event(&auth, audit::BATCH_RETRIED, "batch", Some(id));
-    let done =
-        lifecycle::requeue(&state.db, auth.tenant_id, RequeueScope::Batch(id), event).await?;
-    state.job_views.forget(auth.tenant_id, batch.job_id);
-    if done.requeued == 0 {
-        return Err(ApiError::Conflict(
-            "the batch's job is cancelled; nothing to retry".into(),
-        ));
-    }
-    state.dispatch(&done.to_dispatch).await;
-    let requeued = done.requeued;
+    let done = retry(&state, &auth, RetryTarget::Batch(id)).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Requeued {
-            requeued,
+            requeued: done.requeued,
             job: None,
         }),
     ))
@@ -126,18 +97,10 @@ async fn requeue_dead_letters(
     auth: AuthTenant,
     ApiJson(req): ApiJson<RequeueRequest>,
 ) -> ApiResult<(StatusCode, Json<Requeued>)> {
-    let (scope, event) = match (req.job_id, req.ids) {
-        (Some(job_id), None) => {
-            jobs::get(&state.db, auth.tenant_id, job_id).await?;
-            (
-                RequeueScope::Job(job_id),
-                event(&auth, audit::DEAD_LETTERS_REQUEUED, "job", Some(job_id)),
-            )
-        }
+    let target = match (req.job_id, req.ids) {
+        (Some(job_id), None) => RetryTarget::DeadLettersOfJob(job_id),
         (None, Some(ids)) if !ids.is_empty() && ids.len() <= 10_000 => {
-            let mut e = event(&auth, audit::DEAD_LETTERS_REQUEUED, "dead_letters", None);
-            e.details = serde_json::json!({"ids_requested": ids.len()});
-            (RequeueScope::Ids(ids), e)
+            RetryTarget::DeadLetters(ids)
         }
         _ => {
             return Err(ApiError::Validation(vec![freight_core::FieldError::new(
@@ -146,35 +109,25 @@ async fn requeue_dead_letters(
             )]));
         }
     };
-    let done = lifecycle::requeue(&state.db, auth.tenant_id, scope, event).await?;
-    // Only the views of the jobs it touched: another tenant's cached views stay.
-    for job_id in &done.jobs {
-        state.job_views.forget(auth.tenant_id, *job_id);
-    }
-    state.dispatch(&done.to_dispatch).await;
-    let requeued = done.requeued;
+    let done = retry(&state, &auth, target).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Requeued {
-            requeued,
+            requeued: done.requeued,
             job: None,
         }),
     ))
 }
 
-/// The audit event of a retry request; `requeue` adds the counts.
-fn event(
-    auth: &AuthTenant,
-    action: &'static str,
-    target_type: &'static str,
-    target_id: Option<Uuid>,
-) -> audit::NewEvent {
-    audit::NewEvent {
-        tenant_id: Some(auth.tenant_id),
-        actor: auth.actor(),
-        action,
-        target_type,
-        target_id,
-        details: serde_json::json!({}),
+/// Runs a retry and forgets the cached views of the jobs it touched (only those: another
+/// tenant's cached views stay).
+async fn retry(state: &AppState, auth: &AuthTenant, target: RetryTarget) -> ApiResult<Done> {
+    let done = state
+        .services
+        .retry(auth.tenant_id, target, &auth.actor())
+        .await?;
+    for job_id in &done.jobs {
+        state.job_views.forget(auth.tenant_id, *job_id);
     }
+    Ok(done)
 }

@@ -3,9 +3,11 @@
 
 use axum::{Json, extract::State};
 use freight_core::{
-    domain::retry_policy::{RetryPolicy, RetryPolicyInput},
-    error::Problems,
-    repo::{reads, tenants},
+    domain::{
+        retry_policy::{RetryPolicy, RetryPolicyInput},
+        tenant::default_retry,
+    },
+    store::tenants,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -30,8 +32,8 @@ async fn get_retry_policy(
 ) -> ApiResult<Json<RetryPolicy>> {
     let tenant = tenants::get(&state.db, auth.tenant_id)
         .await?
-        .ok_or_else(|| ApiError::Unauthorized("tenant no longer exists".into()))?;
-    Ok(Json(tenants::default_retry(&tenant)))
+        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
+    Ok(Json(default_retry(&tenant)))
 }
 
 /// Replace the tenant's default retry policy. Fields left out take the contract's
@@ -46,12 +48,9 @@ async fn put_retry_policy(
     auth: AuthTenant,
     ApiJson(input): ApiJson<RetryPolicyInput>,
 ) -> ApiResult<Json<RetryPolicy>> {
-    let mut problems = Problems::default();
-    let policy = input.validate(RetryPolicy::default(), "", &mut problems);
-    let policy = problems.into_result(|| policy)?.ok_or_else(|| {
-        ApiError::Internal("retry policy validation failed without a problem".into())
-    })?;
-    Ok(Json(
-        reads::set_default_retry(&state.db, auth.tenant_id, &policy).await?,
-    ))
+    let policy = state
+        .services
+        .set_default_retry(auth.tenant_id, input)
+        .await?;
+    Ok(Json(policy))
 }

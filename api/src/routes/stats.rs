@@ -3,7 +3,7 @@
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use entity::job::JobStatus;
-use freight_core::repo::reads::{self, StatusUsage};
+use freight_core::store::reads::{self, StatusUsage};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};

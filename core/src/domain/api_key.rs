@@ -9,9 +9,12 @@ use argon2::{
     Argon2,
     password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
 };
+use chrono::{DateTime, Utc};
 use rand::{Rng, distributions::Alphanumeric, rngs::OsRng};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+
+use crate::error::Problems;
 
 pub const KEY_PREFIX: &str = "frk_";
 pub const PUBLIC_ID_LEN: usize = 16;
@@ -193,6 +196,66 @@ impl FromIterator<Scope> for Scopes {
 impl std::fmt::Debug for Scopes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.names()).finish()
+    }
+}
+
+/// `POST /api/v1/api-keys` and the operator's form of it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateApiKeyRequest {
+    /// A label, up to 200 characters.
+    pub name: Option<String>,
+    /// When the key stops working (RFC 3339, in the future). Never, if absent.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// What the key may do: any of `jobs:read`, `jobs:write`, `keys:manage` (default:
+    /// all three). A dashboard's key needs only `jobs:read`.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// A validated key request.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub name: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Scopes,
+}
+
+impl CreateApiKeyRequest {
+    pub fn validate(self, now: DateTime<Utc>) -> Result<KeySpec, crate::Error> {
+        let mut problems = Problems::default();
+        if self
+            .name
+            .as_ref()
+            .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 200)
+        {
+            problems.push("name", "must be 1 to 200 characters");
+        }
+        if self.expires_at.is_some_and(|at| at <= now) {
+            problems.push("expires_at", "must be in the future");
+        }
+        let scopes = match &self.scopes {
+            None => Scopes::all(),
+            Some(names) => {
+                for (i, name) in names.iter().enumerate() {
+                    if Scope::parse(name).is_none() {
+                        problems.push(
+                            format!("scopes[{i}]"),
+                            "is not a scope: use `jobs:read`, `jobs:write` or `keys:manage`",
+                        );
+                    }
+                }
+                let scopes = Scopes::from_names(names);
+                if scopes.is_empty() && problems.is_empty() {
+                    problems.push("scopes", "must name at least one scope");
+                }
+                scopes
+            }
+        };
+        problems.into_result(|| KeySpec {
+            name: self.name,
+            expires_at: self.expires_at,
+            scopes,
+        })
     }
 }
 

@@ -3,14 +3,18 @@
 //! operator configured a key ([`crate::secrets`]); responses only ever see
 //! [`Destination::redacted`].
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
-use utoipa::ToSchema;
 
-use super::{postgres_url::PostgresUrl, ssrf};
-use crate::{error::Problems, secrets};
+use super::postgres_url::PostgresUrl;
+use uuid::Uuid;
+
+use crate::{
+    error::Problems,
+    secrets::{self, Keyring, OpenError},
+};
 
 pub const REDACTED: &str = "[redacted]";
 /// What a URL password becomes (brackets would be percent-encoded inside a URL).
@@ -18,7 +22,8 @@ pub const REDACTED_PASSWORD: &str = "redacted";
 
 /// The request shape, flat so that each missing or bad field can be named in a 422
 /// (an unknown `type` is a broken rule, not a malformed document).
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DestinationInput {
     /// `http` or `postgres`.
     #[serde(rename = "type")]
@@ -368,52 +373,59 @@ impl Destination {
         }
         Ok(copy)
     }
-
-    /// Refuses destinations whose host is, or resolves to, a loopback, private,
-    /// link-local or metadata address. A name that does not resolve now is let through:
-    /// delivery checks every address again at connect time.
-    pub async fn check_network(&self, allow_private: bool) -> Result<(), String> {
-        if allow_private {
-            return Ok(());
-        }
-        let url = Url::parse(self.url()).map_err(|e| e.to_string())?;
-        let port = url.port_or_known_default().unwrap_or(5432);
-        let host = match url.host() {
-            Some(url::Host::Ipv4(ip)) => return refuse_if_forbidden(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => return refuse_if_forbidden(IpAddr::V6(ip)),
-            Some(url::Host::Domain(d)) => {
-                d.trim_start_matches('[').trim_end_matches(']').to_owned()
-            }
-            None => return Err("must name a host".into()),
-        };
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return refuse_if_forbidden(ip);
-        }
-        let lookup = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::lookup_host((host.as_str(), port)),
-        )
-        .await;
-        if let Ok(Ok(mut addrs)) = lookup
-            && addrs.any(|addr| ssrf::forbidden_reason(addr.ip()).is_some())
-        {
-            // Not which address, nor what kind: that would answer questions about the
-            // operator's internal DNS.
-            return Err(format!(
-                "`{host}` is a private destination; {}",
-                PRIVATE_REFUSED
-            ));
-        }
-        Ok(())
-    }
 }
 
-const PRIVATE_REFUSED: &str = "private destinations are refused unless the operator sets FREIGHT_ALLOW_PRIVATE_DESTINATIONS=true";
+/// Sealing at rest: every secret a destination holds goes through the keyring
+/// ([`crate::secrets`]) field by field, bound to the tenant and the field's name.
+impl Destination {
+    /// The destination as stored: its whole URL and every header value sealed with the
+    /// current key, and the URL's redacted form kept beside it for responses. Stored as
+    /// given when the keyring is disabled.
+    pub fn sealed(&self, keyring: &Keyring, tenant_id: Uuid) -> Destination {
+        self.map_secrets(
+            |field, v| Ok::<_, std::convert::Infallible>(keyring.seal(tenant_id, field, v)),
+            |url, _| Some(redact_url(url)),
+        )
+        .unwrap_or_else(|never| match never {})
+    }
 
-fn refuse_if_forbidden(ip: IpAddr) -> Result<(), String> {
-    match ssrf::forbidden_reason(ip) {
-        None => Ok(()),
-        Some(reason) => Err(format!("points at a {reason}; {PRIVATE_REFUSED}")),
+    /// The destination with every secret opened (for delivery only: never log it).
+    /// Destinations stored by earlier versions, whose URL holds sealed parts rather than
+    /// being sealed whole, open too.
+    pub fn opened(&self, keyring: &Keyring, tenant_id: Uuid) -> Result<Destination, OpenError> {
+        self.map_secrets(
+            |field, v| {
+                let opened = keyring.open(tenant_id, field, v)?;
+                if field == "url" {
+                    open_legacy_url_parts(&opened, |part, sealed| {
+                        keyring.open(tenant_id, part, sealed)
+                    })
+                } else {
+                    Ok(opened)
+                }
+            },
+            |_, _| None,
+        )
+    }
+
+    /// The destination with every secret sealed with the current key (rotation): values
+    /// sealed with an old key, stored in the clear, or stored by an earlier version's
+    /// per-part sealing are opened and sealed again; values already sealed with the
+    /// current key are kept as they are.
+    pub fn resealed(&self, keyring: &Keyring, tenant_id: Uuid) -> Result<Destination, OpenError> {
+        self.map_secrets(
+            |field, v| {
+                let plain = if field == "url" && !secrets::is_sealed(v) {
+                    open_legacy_url_parts(v, |part, sealed| keyring.open(tenant_id, part, sealed))?
+                } else {
+                    v.to_owned()
+                };
+                keyring.reseal(tenant_id, field, &plain)
+            },
+            // A URL sealed before keeps its redacted form; one in the clear, or with
+            // sealed parts only, redacts as it is (sealed parts are what redaction hides).
+            |url, kept| kept.or_else(|| Some(redact_url(url))),
+        )
     }
 }
 
@@ -567,41 +579,6 @@ mod tests {
         assert!(!shown.contains("pa55word"), "{shown}");
     }
 
-    #[tokio::test]
-    async fn private_hosts_are_refused_in_every_spelling() {
-        for url in [
-            "http://127.0.0.1/x",
-            "http://localhost:8080/x",
-            "http://2130706433/x",
-            "http://0177.0.0.1/x",
-            "http://0x7f.1/x",
-            "http://[::1]/x",
-            "http://[::ffff:127.0.0.1]/x",
-            "http://169.254.169.254/latest/meta-data",
-            "http://10.1.2.3/x",
-        ] {
-            let dest = http(url).validate(&mut Problems::default()).unwrap();
-            assert!(
-                dest.check_network(false).await.is_err(),
-                "{url} should be refused"
-            );
-            assert!(dest.check_network(true).await.is_ok());
-        }
-        let pg = DestinationInput {
-            kind: Some("postgres".into()),
-            url: Some("postgres://u@127.0.0.1:5432/db".into()),
-            table: Some("t".into()),
-            ..Default::default()
-        };
-        assert!(
-            pg.validate(&mut Problems::default())
-                .unwrap()
-                .check_network(false)
-                .await
-                .is_err()
-        );
-    }
-
     #[test]
     fn redacted_urls_keep_where_they_point_and_nothing_secret() {
         for (raw, shown) in [
@@ -644,5 +621,131 @@ mod tests {
                 && !is_identifier("")
                 && !is_identifier("a;drop")
         );
+    }
+
+    mod sealing {
+        use super::*;
+        use crate::secrets::{generate_key, is_sealed};
+
+        const TENANT: Uuid = Uuid::from_u128(7);
+
+        fn ring(keys: &[&str]) -> Keyring {
+            Keyring::from_keys(keys[0], &keys[1..]).unwrap()
+        }
+
+        fn destination(input: serde_json::Value) -> Destination {
+            let input: DestinationInput = serde_json::from_value(input).unwrap();
+            input.validate(&mut Problems::default()).unwrap()
+        }
+
+        #[test]
+        fn destinations_are_stored_sealed_and_delivered_as_given() {
+            let keyring = ring(&[&generate_key()]);
+            for (input, secrets) in [
+                (
+                    serde_json::json!({"type": "http",
+                        "url": "https://user:p%40ss:w0rd+1@crm.example.com/x?token=tok3n&page=2",
+                        "headers": {"Authorization": "Bearer s3cr3t", "X-Tenant": "acme"}}),
+                    vec!["p%40ss", "w0rd", "tok3n", "s3cr3t", "acme"],
+                ),
+                (
+                    serde_json::json!({"type": "postgres", "table": "t",
+                        "url": "postgres://app@db.example.com/crm?sslmode=require&password=qu3ry"}),
+                    vec!["qu3ry"],
+                ),
+                // A chat webhook: the secret is the path.
+                (
+                    serde_json::json!({"type": "http",
+                        "url": "https://hooks.example.com/services/T0AB12CD3/B0CD45EF6/Xy7Qk2LmN9pR4sT6vW8zA1bC"}),
+                    vec!["Xy7Qk2LmN9pR4sT6vW8zA1bC"],
+                ),
+            ] {
+                let given = destination(input);
+                let stored = given.sealed(&keyring, TENANT);
+                let text = serde_json::to_string(&stored).unwrap();
+                for secret in secrets {
+                    assert!(!text.contains(secret), "{secret} in {text}");
+                }
+                // What is not secret stays readable.
+                assert!(text.contains("example.com"), "{text}");
+                assert_eq!(stored.sealed(&keyring, TENANT), stored, "no double seal");
+                assert_eq!(stored.opened(&keyring, TENANT).unwrap(), given);
+                // Responses redact the stored form as they did the plaintext.
+                assert_eq!(stored.redacted(), given.redacted());
+            }
+            // The whole URL is sealed, secret-looking or not, and opens byte for byte.
+            let plain = destination(
+                serde_json::json!({"type": "http", "url": "https://example.com/a%20b?x=1+2"}),
+            );
+            let stored = plain.sealed(&keyring, TENANT);
+            assert!(is_sealed(stored.url()), "{stored:?}");
+            assert_eq!(stored.opened(&keyring, TENANT).unwrap(), plain);
+            // Disabled, everything is stored as given.
+            assert_eq!(plain.sealed(&Keyring::disabled(), TENANT), plain);
+        }
+
+        /// Earlier versions sealed a URL's password and secret-named query values one by one
+        /// inside the URL. Such a destination still opens, and rotation seals it whole.
+        #[test]
+        fn destinations_sealed_part_by_part_still_open_and_rotate_whole() {
+            let keyring = ring(&[&generate_key()]);
+            let password = keyring.seal(TENANT, "url.password", "pa55word");
+            let token = keyring.seal(TENANT, "url.query.token", "tok3n");
+            let mut url = url::Url::parse("https://user@crm.example.com/import?page=2").unwrap();
+            url.set_password(Some(&password)).unwrap();
+            url.query_pairs_mut().append_pair("token", &token);
+            let legacy =
+                destination(serde_json::json!({"type": "http", "url": "https://crm.example.com/"}));
+            let legacy = match legacy {
+                Destination::Http(mut h) => {
+                    h.url = url.to_string();
+                    Destination::Http(h)
+                }
+                other => other,
+            };
+            let opened = legacy.opened(&keyring, TENANT).unwrap();
+            let opened_url = url::Url::parse(opened.url()).unwrap();
+            assert_eq!(opened_url.password(), Some("pa55word"));
+            assert!(
+                opened_url
+                    .query_pairs()
+                    .any(|(k, v)| k == "token" && v == "tok3n")
+            );
+            assert!(
+                opened_url
+                    .query_pairs()
+                    .any(|(k, v)| k == "page" && v == "2")
+            );
+
+            let rotated = legacy.resealed(&keyring, TENANT).unwrap();
+            assert!(is_sealed(rotated.url()), "{rotated:?}");
+            let shown = rotated.redacted().to_string();
+            assert!(
+                shown.contains("crm.example.com") && !shown.contains("enc:v1"),
+                "{shown}"
+            );
+            assert_eq!(rotated.opened(&keyring, TENANT).unwrap(), opened);
+            assert_eq!(
+                rotated.resealed(&keyring, TENANT).unwrap(),
+                rotated,
+                "stable"
+            );
+        }
+
+        #[test]
+        fn intake_refuses_values_that_look_sealed() {
+            let sealed = ring(&[&generate_key()]).seal(TENANT, "headers.X", "v");
+            for input in [
+                serde_json::json!({"type": "http", "url": "https://example.com/", "headers": {"X": sealed}}),
+                serde_json::json!({"type": "http", "url": format!("https://u:{sealed}@example.com/")}),
+                serde_json::json!({"type": "postgres", "table": "t", "url": format!("postgres://u@h/db?password={sealed}")}),
+            ] {
+                let input: DestinationInput = serde_json::from_value(input).unwrap();
+                let mut problems = Problems::default();
+                input.validate(&mut problems);
+                let err = problems.into_result(|| ()).unwrap_err().to_string();
+                assert!(!err.is_empty());
+            }
+        }
     }
 }

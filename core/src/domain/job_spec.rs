@@ -10,7 +10,6 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 
 use super::{
     decode::{CheckedRecord, DecodeError, DecodeErrorKind, RecordDecoder},
@@ -24,7 +23,19 @@ use crate::error::{Problems, Result};
 pub const DEFAULT_BATCH_SIZE: i64 = 100;
 pub const DEFAULT_PARALLELISM: i64 = 4;
 
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+/// How long an `Idempotency-Key` keeps returning the job it created.
+pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 24;
+
+/// An `Idempotency-Key` header with the fingerprint of the body it came with
+/// ([`request_fingerprint`]).
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateJobRequest<'a> {
     /// A label for humans, up to 200 characters.
     pub name: Option<String>,
@@ -41,7 +52,8 @@ pub struct CreateJobRequest<'a> {
     pub retry: Option<RetryPolicyInput>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SourceInput<'a> {
     /// `inline` (records in this request) or `upload` (records sent afterwards with
     /// `POST /api/v1/jobs/{id}/records`, then `POST /api/v1/jobs/{id}/start`).
@@ -49,7 +61,7 @@ pub struct SourceInput<'a> {
     pub kind: Option<String>,
     /// `inline` only: the records, each a JSON object.
     #[serde(borrow)]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub records: Option<RawRecords<'a>>,
 }
 
@@ -161,7 +173,7 @@ pub struct NewJob<'a> {
 impl<'a> CreateJobRequest<'a> {
     /// Validates the whole request. `default_retry` is the tenant's default policy;
     /// `max_record_bytes` the largest record accepted. Network checks on the destination
-    /// are separate ([`Destination::check_network`]).
+    /// are the connectors' (`connectors::network::check_destination`).
     pub fn validate(
         self,
         default_retry: RetryPolicy,

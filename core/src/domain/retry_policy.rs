@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use backoff::backoff::Backoff;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::error::Problems;
 
 /// A validated retry policy, as stored on a job and echoed in responses.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPolicy {
     /// Attempts in all, the first try included (1–100).
     pub max_attempts: u32,
@@ -40,7 +40,8 @@ impl Default for RetryPolicy {
 /// The request shape: every field optional, falling back to a base policy (the tenant's
 /// default, else [`RetryPolicy::default`]). Integers arrive as `i64` so that a negative or
 /// oversized value is a 422 naming the field rather than a type error.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPolicyInput {
     pub max_attempts: Option<i64>,
     pub initial_interval_ms: Option<i64>,

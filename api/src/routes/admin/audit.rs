@@ -4,7 +4,7 @@ use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use freight_core::{
     FieldError,
-    repo::{
+    store::{
         audit::{self, AuditEvent, AuditFilter},
         page::Keyset,
     },
@@ -54,13 +54,13 @@ async fn list_audit_events(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Page<AuditEvent>>> {
     if let Some(action) = &q.action
-        && !audit::ACTIONS.contains(&action.as_str())
+        && !freight_core::domain::audit::ACTIONS.contains(&action.as_str())
     {
         return Err(ApiError::Validation(vec![FieldError::new(
             "action",
             format!(
                 "`{action}` is not an audit action ({})",
-                audit::ACTIONS.join(", ")
+                freight_core::domain::audit::ACTIONS.join(", ")
             ),
         )]));
     }

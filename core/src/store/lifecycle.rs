@@ -1,17 +1,12 @@
-//! A job's lifecycle after intake: finalisation, cancellation and re-running dead letters.
+//! A job's lifecycle after intake, statement by statement: finalisation, cancellation,
+//! re-opening dead letters, and moving a reinstated tenant's work again. The use cases
+//! that combine them are in `service`.
 
-use entity::job::{self, JobStatus};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use entity::job::JobStatus;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use uuid::Uuid;
 
-use super::{
-    audit::{self, Actor},
-    batches, jobs, windows,
-};
 use crate::error::{Error, Result};
-
-/// The Postgres channel a cancel is announced on; the payload is the job id.
-pub const CANCEL_CHANNEL: &str = "freight_cancel";
 
 /// Finalises a job once none of its batches is unfinished: `cancelled` if it was
 /// cancelling, else `completed` if every record succeeded, else `completed_with_errors`.
@@ -60,48 +55,15 @@ impl Finalized {
     }
 }
 
-/// What a cancel did: the job as it now stands, and batches to dispatch because a slot
-/// freed up for the tenant's queued jobs.
-pub struct Cancelled {
-    pub job: job::Model,
-    pub to_dispatch: Vec<Uuid>,
-    /// False when the job was already cancelling (a repeated request).
-    pub changed: bool,
-}
-
-/// Cancels a job: every batch not running is cancelled with its pending records (each
-/// gets a `cancelled` log row); the job is `cancelled` at once if no batch is running,
-/// else `cancelling` until the running ones stop. Workers hear of it on
-/// [`CANCEL_CHANNEL`] at commit. A finished job is a conflict. The `job.cancelled` audit
-/// event is written in the same transaction (a repeated cancel writes none).
-pub async fn cancel(
-    db: &DatabaseConnection,
-    tenant_id: Uuid,
+/// Counts a cancel's records on the job and sets it `cancelled`, or `cancelling` while a
+/// batch of it still runs (its worker stops between records). Guard: the caller holds
+/// the job's row lock and has just cancelled its unstarted batches ([`cancel_batches`]).
+pub async fn mark_cancelled(
+    txn: &impl ConnectionTrait,
     job_id: Uuid,
-    actor: &Actor,
-) -> Result<Cancelled> {
-    let txn = db.begin().await?;
-    let job = jobs::lock(&txn, tenant_id, job_id).await?;
-    match job.status {
-        s if s.is_terminal() => {
-            return Err(Error::Conflict(format!(
-                "job is already {}",
-                sea_orm::ActiveEnum::to_value(&s)
-            )));
-        }
-        JobStatus::Cancelling => {
-            return Ok(Cancelled {
-                job,
-                to_dispatch: Vec::new(),
-                changed: false,
-            });
-        }
-        JobStatus::AwaitingUpload if job.total_records > 0 => {
-            batches::plan(&txn, &job).await?;
-        }
-        _ => {}
-    }
-    let (cancelled, was_retrying) = cancel_batches(&txn, job_id, tenant_id, Unstarted).await?;
+    cancelled: i64,
+    was_retrying: i64,
+) -> Result<()> {
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "UPDATE jobs SET cancelled_records = cancelled_records + $2, retrying_records = retrying_records - $3,
@@ -114,39 +76,7 @@ pub async fn cancel(
         [job_id.into(), cancelled.into(), was_retrying.into()],
     ))
     .await?;
-    txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT pg_notify($1, $2)",
-        [CANCEL_CHANNEL.into(), job_id.to_string().into()],
-    ))
-    .await?;
-    let job = jobs::lock(&txn, tenant_id, job_id).await?;
-    audit::record(
-        &txn,
-        audit::NewEvent {
-            tenant_id: Some(tenant_id),
-            actor: actor.clone(),
-            action: audit::JOB_CANCELLED,
-            target_type: "job",
-            target_id: Some(job_id),
-            details: serde_json::json!({
-                "status": sea_orm::ActiveEnum::to_value(&job.status),
-                "cancelled_records": cancelled,
-            }),
-        },
-    )
-    .await?;
-    let to_dispatch = if job.status == JobStatus::Cancelled {
-        windows::admit(&txn, tenant_id).await?
-    } else {
-        Vec::new()
-    };
-    txn.commit().await?;
-    Ok(Cancelled {
-        job,
-        to_dispatch,
-        changed: true,
-    })
+    Ok(())
 }
 
 /// Which of a cancelled job's batches to cancel.
@@ -219,33 +149,32 @@ pub async fn cancel_batches(
             values,
         ))
         .await?
-        .ok_or_else(|| Error::Internal("cancel returned no row".into()))?;
+        .ok_or_else(|| Error::internal("cancel returned no row"))?;
     Ok((
         row.try_get("", "cancelled")?,
         row.try_get("", "was_retrying")?,
     ))
 }
 
-/// Cancels the abandoned batches of a cancelling job (their worker died mid-batch) and
-/// finalises it: without this, the job would stay `cancelling` for ever. Returns batches
-/// to dispatch for the tenant's next jobs, or `None` if the job was busy or not cancelling.
-pub async fn cancel_abandoned(
-    db: &DatabaseConnection,
-    job_id: Uuid,
-    stale_after_secs: f64,
-) -> Result<Option<(Finalized, Vec<Uuid>)>> {
-    let txn = db.begin().await?;
-    let locked = txn
+/// Locks a cancelling job unless another transaction holds it; returns its tenant.
+pub async fn lock_cancelling(txn: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<Uuid>> {
+    let row = txn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT tenant_id FROM jobs WHERE id = $1 AND status = 'cancelling' FOR UPDATE SKIP LOCKED",
             [job_id.into()],
         ))
         .await?;
-    let Some(row) = locked else { return Ok(None) };
-    let tenant_id: Uuid = row.try_get("", "tenant_id")?;
-    let (cancelled, was_retrying) =
-        cancel_batches(&txn, job_id, tenant_id, Abandoned { stale_after_secs }).await?;
+    Ok(row.map(|r| r.try_get("", "tenant_id")).transpose()?)
+}
+
+/// Counts records cancelled with a cancelling job's abandoned batches.
+pub async fn add_cancelled(
+    txn: &impl ConnectionTrait,
+    job_id: Uuid,
+    cancelled: i64,
+    was_retrying: i64,
+) -> Result<()> {
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "UPDATE jobs SET cancelled_records = cancelled_records + $2, retrying_records = retrying_records - $3,
@@ -254,13 +183,7 @@ pub async fn cancel_abandoned(
         [job_id.into(), cancelled.into(), was_retrying.into()],
     ))
     .await?;
-    let Some(done) = finalize(&txn, job_id).await? else {
-        txn.commit().await?;
-        return Ok(None);
-    };
-    let dispatch = windows::admit(&txn, tenant_id).await?;
-    txn.commit().await?;
-    Ok(Some((done, dispatch)))
+    Ok(())
 }
 
 /// Which dead letters to re-run.
@@ -270,44 +193,28 @@ pub enum RequeueScope {
     Ids(Vec<Uuid>),
 }
 
-/// Re-opens dead-lettered records as new attempts (their attempt count starts again):
-/// the dead letter keeps its row with `requeued_at` set, the record becomes pending, its
-/// batch pending, and a finished job is queued again. Only dead letters of the tenant, in
-/// failed batches of jobs that are not cancelled, are requeued. Returns how many were,
-/// and batches to dispatch.
-///
-/// `event` is the audit event of the request (`job.retried`, `batch.retried`,
-/// `dead_letters.requeued`); it is written in the same transaction, with the count and
-/// the jobs concerned as details, if anything was requeued. Refused as
-/// [`Error::OverQuota`] when the records it re-opens would take the tenant past its
-/// `max_pending_records`.
-/// What [`requeue`] did.
-#[derive(Debug, Default)]
-pub struct Requeued {
-    /// Dead letters re-opened.
-    pub requeued: i64,
-    /// Batches to push.
-    pub to_dispatch: Vec<Uuid>,
-    /// The jobs they belong to (whose cached views are stale now).
-    pub jobs: Vec<Uuid>,
+impl RequeueScope {
+    /// The scope's condition on `dead_letters d`, with its value bound as `$2`.
+    fn filter(&self) -> (&'static str, sea_orm::Value) {
+        match self {
+            RequeueScope::Job(id) => ("d.job_id = $2", (*id).into()),
+            RequeueScope::Batch(id) => ("d.batch_id = $2", (*id).into()),
+            RequeueScope::Ids(ids) => ("d.id = ANY($2)", ids.clone().into()),
+        }
+    }
 }
 
-pub async fn requeue(
-    db: &DatabaseConnection,
+/// Locks the tenant's jobs that have open dead letters in scope and may be retried
+/// (running, or finished with errors), in id order and in a statement of its own: a
+/// concurrent cancel, ledger or requeue of the same job then runs wholly before or
+/// after the caller's transaction, and its later statements see the committed result.
+pub async fn lock_for_requeue(
+    txn: &impl ConnectionTrait,
     tenant_id: Uuid,
-    scope: RequeueScope,
-    event: audit::NewEvent,
-) -> Result<Requeued> {
-    let (filter, arg, field): (&str, sea_orm::Value, &str) = match scope {
-        RequeueScope::Job(id) => ("d.job_id = $2", id.into(), "job_id"),
-        RequeueScope::Batch(id) => ("d.batch_id = $2", id.into(), "batch_id"),
-        RequeueScope::Ids(ids) => ("d.id = ANY($2)", ids.into(), "ids"),
-    };
-    let txn = db.begin().await?;
-    // Lock the jobs first, in id order and in a statement of their own: a concurrent
-    // cancel, ledger or requeue of the same job then runs wholly before or after this
-    // one, and the statements below see its committed result.
-    let locked = txn
+    scope: &RequeueScope,
+) -> Result<Vec<Uuid>> {
+    let (filter, arg) = scope.filter();
+    let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             format!(
@@ -317,16 +224,25 @@ pub async fn requeue(
                               WHERE d.tenant_id = $1 AND d.requeued_at IS NULL AND {filter})
                  ORDER BY id FOR UPDATE"
             ),
-            [tenant_id.into(), arg.clone()],
+            [tenant_id.into(), arg],
         ))
         .await?;
-    let job_ids: Vec<Uuid> = locked
+    Ok(rows
         .iter()
         .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
-        .collect();
-    if job_ids.is_empty() {
-        return Ok(Requeued::default());
-    }
+        .collect())
+}
+
+/// Re-opens the open dead letters in scope of the locked `job_ids`, in failed batches:
+/// each dead letter keeps its row with `requeued_at` set, its record becomes pending
+/// with its attempts reset, its batch pending. Returns `(job id, records re-opened)`.
+pub async fn reopen_dead_letters(
+    txn: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    scope: &RequeueScope,
+    job_ids: &[Uuid],
+) -> Result<Vec<(Uuid, i64)>> {
+    let (filter, arg) = scope.filter();
     let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -345,63 +261,33 @@ pub async fn requeue(
                      WHERE id IN (SELECT batch_id FROM recs) AND status = 'failed' RETURNING id)
                  SELECT job_id, count(*)::bigint AS n FROM recs GROUP BY job_id ORDER BY job_id"
             ),
-            [tenant_id.into(), arg, job_ids.into()],
+            [tenant_id.into(), arg, job_ids.to_vec().into()],
         ))
         .await?;
-    let mut total = 0;
-    let mut to_dispatch = Vec::new();
-    let mut requeued_jobs = Vec::new();
-    for row in rows {
-        let job_id: Uuid = row.try_get("", "job_id")?;
-        let n: i64 = row.try_get("", "n")?;
-        total += n;
-        requeued_jobs.push(job_id);
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE jobs SET dead_lettered_records = dead_lettered_records - $2, updated_at = now(),
-                    status = CASE WHEN status = 'running' THEN 'running' ELSE 'queued' END,
-                    finished_at = NULL
-             WHERE id = $1",
-            [job_id.into(), n.into()],
-        ))
-        .await?;
-        to_dispatch.extend(windows::fill_window(&txn, job_id).await?);
-    }
-    if total > 0 {
-        // Records requeued are pending again: they count against the tenant's limit
-        // like new ones (the transaction rolls back if they would take it over).
-        super::tenants::enforce_pending_limit(&txn, tenant_id, field, 0).await?;
-        to_dispatch.extend(windows::admit(&txn, tenant_id).await?);
-        let mut details = match event.details {
-            serde_json::Value::Object(map) => map,
-            _ => Default::default(),
-        };
-        details.insert("requeued".into(), total.into());
-        details.insert("jobs".into(), serde_json::json!(requeued_jobs));
-        audit::record(
-            &txn,
-            audit::NewEvent {
-                details: details.into(),
-                ..event
-            },
-        )
-        .await?;
-    }
-    txn.commit().await?;
-    Ok(Requeued {
-        requeued: total,
-        to_dispatch,
-        jobs: requeued_jobs,
-    })
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "job_id")?, row.try_get("", "n")?)))
+        .collect()
 }
 
-/// What a reinstated tenant's work needs to move again at once rather than at the
-/// reconciler's next pass: its queued and due batches (whose messages workers dropped
-/// while it was suspended), its running jobs' windows refilled, its queued jobs admitted.
-/// Returns the batches to push.
-pub async fn resume_tenant(db: &DatabaseConnection, tenant_id: Uuid) -> Result<Vec<Uuid>> {
-    let txn = db.begin().await?;
-    let waiting = txn
+/// Takes `n` re-opened records off the job's dead-letter count and queues a finished
+/// job again (a running one keeps running).
+pub async fn reopen_job(txn: &impl ConnectionTrait, job_id: Uuid, n: i64) -> Result<()> {
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE jobs SET dead_lettered_records = dead_lettered_records - $2, updated_at = now(),
+                status = CASE WHEN status = 'running' THEN 'running' ELSE 'queued' END,
+                finished_at = NULL
+         WHERE id = $1",
+        [job_id.into(), n.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Marks the tenant's queued and due batches dispatched again and returns them: workers
+/// dropped their messages while the tenant was suspended.
+pub async fn redispatch_waiting(txn: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uuid>> {
+    let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE batches SET dispatched_at = now() WHERE id IN (
@@ -412,23 +298,25 @@ pub async fn resume_tenant(db: &DatabaseConnection, tenant_id: Uuid) -> Result<V
             [tenant_id.into()],
         ))
         .await?;
-    let mut batches: Vec<Uuid> = waiting
+    Ok(rows
         .iter()
         .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
-        .collect();
-    let running = txn
+        .collect())
+}
+
+/// Locks the tenant's running jobs, in id order, and returns them.
+pub async fn lock_running(txn: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uuid>> {
+    let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT id FROM jobs WHERE tenant_id = $1 AND status = 'running' ORDER BY id FOR UPDATE",
             [tenant_id.into()],
         ))
         .await?;
-    for row in running {
-        batches.extend(windows::fill_window(&txn, row.try_get("", "id")?).await?);
-    }
-    batches.extend(windows::admit(&txn, tenant_id).await?);
-    txn.commit().await?;
-    Ok(batches)
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
+        .collect())
 }
 
 /// The tenant's jobs that have not finished (awaiting upload, queued, running): what an
@@ -446,12 +334,4 @@ pub async fn unfinished_jobs(db: &impl ConnectionTrait, tenant_id: Uuid) -> Resu
         .iter()
         .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
         .collect())
-}
-
-/// Admits the tenant's queued jobs in a transaction of its own; returns batches to push.
-pub async fn admit_tenant(db: &DatabaseConnection, tenant_id: Uuid) -> Result<Vec<Uuid>> {
-    let txn = db.begin().await?;
-    let ids = windows::admit(&txn, tenant_id).await?;
-    txn.commit().await?;
-    Ok(ids)
 }

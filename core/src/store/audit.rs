@@ -16,59 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::page::{Keyset, Page};
-use crate::error::Result;
-
-/// Who did it: the operator (`ADMIN_TOKEN`), or a tenant API key named by its public id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
-    Operator,
-    Key { public_id: String },
-}
-
-impl Actor {
-    /// `operator` or `key:<public id>`, as stored.
-    pub fn as_text(&self) -> String {
-        match self {
-            Actor::Operator => "operator".to_owned(),
-            Actor::Key { public_id } => format!("key:{public_id}"),
-        }
-    }
-}
-
-/// Every action the trail knows (the table's CHECK lists the same).
-pub const ACTIONS: [&str; 9] = [
-    KEY_CREATED,
-    KEY_REVOKED,
-    JOB_CREATED,
-    JOB_CANCELLED,
-    JOB_RETRIED,
-    BATCH_RETRIED,
-    DEAD_LETTERS_REQUEUED,
-    TENANT_CREATED,
-    TENANT_UPDATED,
-];
-pub const KEY_CREATED: &str = "key.created";
-pub const KEY_REVOKED: &str = "key.revoked";
-pub const JOB_CREATED: &str = "job.created";
-pub const JOB_CANCELLED: &str = "job.cancelled";
-pub const JOB_RETRIED: &str = "job.retried";
-pub const BATCH_RETRIED: &str = "batch.retried";
-pub const DEAD_LETTERS_REQUEUED: &str = "dead_letters.requeued";
-pub const TENANT_CREATED: &str = "tenant.created";
-pub const TENANT_UPDATED: &str = "tenant.updated";
-
-/// One event to write.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub tenant_id: Option<Uuid>,
-    pub actor: Actor,
-    pub action: &'static str,
-    /// `tenant`, `api_key`, `job`, `batch` or `dead_letters`.
-    pub target_type: &'static str,
-    pub target_id: Option<Uuid>,
-    /// A JSON object; never a secret.
-    pub details: Value,
-}
+use crate::{domain::audit::NewEvent, error::Result};
 
 /// Appends one event. Call it on the transaction of the change it records.
 pub async fn record(db: &impl ConnectionTrait, event: NewEvent) -> Result<()> {
@@ -94,7 +42,8 @@ pub async fn record(db: &impl ConnectionTrait, event: NewEvent) -> Result<()> {
 }
 
 /// An event as listed.
-#[derive(Debug, Clone, FromQueryResult, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, FromQueryResult, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     /// Increasing: a later event has a larger id.
     pub id: i64,
@@ -110,7 +59,7 @@ pub struct AuditEvent {
     pub target_type: String,
     pub target_id: Option<Uuid>,
     /// What changed (counts, limits, names); never a secret.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: Value,
 }
 

@@ -53,7 +53,7 @@ pub async fn count_active_locked(db: &impl ConnectionTrait, tenant_id: Uuid) -> 
             [tenant_id.into()],
         ))
         .await?
-        .ok_or_else(|| crate::Error::Internal("count returned no row".into()))?;
+        .ok_or_else(|| crate::Error::internal("count returned no row"))?;
     Ok(row.try_get("", "n")?)
 }
 

@@ -47,7 +47,8 @@ pub async fn plan(db: &impl ConnectionTrait, job: &job::Model) -> Result<u64> {
 }
 
 /// How many of a job's batches are in each state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchCounts {
     pub total: i64,
     pub pending: i64,

@@ -78,7 +78,8 @@ impl Dispatcher {
 
 /// Messages waiting in Redis: ready to fetch now, and scheduled for later (or due
 /// but not yet promoted). From the queue's own keys, not apalis' stats helpers (broken).
-#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RedisDepth {
     pub ready: i64,
     pub scheduled: i64,
@@ -150,6 +151,6 @@ fn fresh_id() -> TaskId {
     TaskId::from_string(Uuid::now_v7().to_string())
 }
 
-fn push_error(e: impl std::fmt::Display) -> Error {
-    Error::Internal(format!("cannot push to the queue: {e}"))
+fn push_error(e: impl Into<crate::error::BoxError>) -> Error {
+    Error::internal_from("cannot push to the queue", e)
 }

@@ -12,10 +12,7 @@ use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
 use uuid::Uuid;
 
 use super::page::{CursorKey, Keyset, Page};
-use crate::{
-    domain::retry_policy::RetryPolicy,
-    error::{Error, Result},
-};
+use crate::error::{Error, Result};
 
 // ---------------------------------------------------------------------------------------
 // Cursor keys beyond the id
@@ -78,7 +75,8 @@ pub async fn require_job(db: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uui
 // Batches
 
 /// A contiguous range of a job's records, delivered together.
-#[derive(Debug, Clone, FromQueryResult, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, FromQueryResult, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchRow {
     pub id: Uuid,
     /// 1, 2, … in record order.
@@ -370,36 +368,10 @@ pub async fn usage_by_status(
     .await?)
 }
 
-// ---------------------------------------------------------------------------------------
-// The tenant's default retry policy
-
-/// A WRITE, kept here beside the read side it serves: stores the tenant's default retry
-/// policy (`PUT /api/v1/retry-policies`), which jobs created without `retry` then use
-/// (`tenants::default_retry`). The policy must already be validated.
-/// Guard: `id = $1` — the caller's own tenant row, nothing else; `NotFound("tenant")` if
-/// it is gone.
-pub async fn set_default_retry(
-    db: &impl ConnectionTrait,
-    tenant_id: Uuid,
-    policy: &RetryPolicy,
-) -> Result<RetryPolicy> {
-    let json = serde_json::to_value(policy).map_err(|e| Error::Internal(e.to_string()))?;
-    let res = db
-        .execute_raw(stmt(
-            "UPDATE tenants SET retry_policy = $2, updated_at = now() WHERE id = $1",
-            vec![tenant_id.into(), json.into()],
-        ))
-        .await?;
-    if res.rows_affected() == 0 {
-        return Err(Error::NotFound("tenant"));
-    }
-    Ok(*policy)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::page::encode_cursor;
+    use crate::store::page::encode_cursor;
 
     #[test]
     fn cursors_round_trip() {

@@ -3,11 +3,8 @@
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
-use crate::{
-    domain::record::Staged,
-    pg_copy::BinaryRows,
-    pg_txn::{CopyError, PgTxn},
-};
+use super::pg_txn::{CopyError, PgTxn};
+use crate::{domain::record::Staged, pg_copy::BinaryRows};
 
 /// Records per chunk an upload or an inline job is parsed and streamed into `COPY` in.
 pub const CHUNK: usize = 5_000;

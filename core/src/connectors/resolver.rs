@@ -1,6 +1,6 @@
 //! The SSRF guard at connect time.
 //!
-//! Validation ([`crate::domain::destination::Destination::check_network`]) refuses private
+//! Intake ([`super::network::check_destination`]) refuses private
 //! destinations when a job is created, but a name can resolve differently a minute later
 //! (DNS rebinding). So when private destinations are not allowed, every connection a
 //! connector opens is checked again here, on the addresses it actually connects to:

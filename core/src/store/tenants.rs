@@ -10,23 +10,15 @@ use uuid::Uuid;
 
 use super::page::{Page, PageRequest};
 use crate::{
-    domain::retry_policy::RetryPolicy,
+    domain::{
+        retry_policy::RetryPolicy,
+        tenant::{MAX_RATE, NewTenant, TenantPatch},
+    },
     error::{Error, Result},
 };
 
-/// Largest rate limit and burst the schema allows.
-pub const MAX_RATE: i32 = 1_000_000;
-
-pub struct NewTenant {
-    pub name: String,
-    pub max_concurrent_jobs: i32,
-    pub rate_limit_per_second: i32,
-    /// `None`: no limit.
-    pub max_pending_records: Option<i64>,
-}
-
 /// Inserts a tenant; a taken name is a conflict.
-pub async fn create(db: &impl ConnectionTrait, new: NewTenant) -> Result<tenant::Model> {
+pub async fn create(db: &impl ConnectionTrait, new: &NewTenant) -> Result<tenant::Model> {
     let now = Utc::now();
     let model = tenant::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -65,35 +57,13 @@ pub async fn list(db: &impl ConnectionTrait, page: PageRequest) -> Result<Page<t
     Ok(page.finish(q.all(db).await?, |t| t.id))
 }
 
-/// The tenant's default retry policy (`PUT /api/v1/retry-policies`), else the contract's.
-pub fn default_retry(tenant: &tenant::Model) -> RetryPolicy {
-    tenant
-        .retry_policy
-        .as_ref()
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default()
-}
-
-/// An operator's change to a tenant: only the fields given change.
-#[derive(Debug, Default)]
-pub struct TenantPatch {
-    pub status: Option<entity::tenant::TenantStatus>,
-    pub max_concurrent_jobs: Option<i32>,
-    pub rate_limit_per_second: Option<i32>,
-    pub rate_limit_burst: Option<i32>,
-    /// `Some(None)` removes the limit.
-    pub max_records_per_job: Option<Option<i64>>,
-    /// `Some(None)` removes the limit.
-    pub max_pending_records: Option<Option<i64>>,
-}
-
 /// Applies a patch and bumps `updated_at`, which makes every api replica drop the
 /// tenant's keys from its auth cache within a poll (so a suspension or a new rate limit
 /// applies everywhere within seconds).
 pub async fn update(
     db: &impl ConnectionTrait,
     id: Uuid,
-    patch: TenantPatch,
+    patch: &TenantPatch,
 ) -> Result<Option<tenant::Model>> {
     let Some(current) = get(db, id).await? else {
         return Ok(None);
@@ -138,7 +108,7 @@ pub async fn pending_records(db: &impl ConnectionTrait, tenant_id: Uuid) -> Resu
             [tenant_id.into()],
         ))
         .await?
-        .ok_or_else(|| Error::Internal("sum returned no row".into()))?;
+        .ok_or_else(|| Error::internal("sum returned no row"))?;
     Ok(row.try_get("", "n")?)
 }
 
@@ -206,4 +176,26 @@ pub async fn enforce_pending_limit(
         )));
     }
     Ok(())
+}
+
+/// Stores the tenant's default retry policy (`PUT /api/v1/retry-policies`), which jobs
+/// created without `retry` then use. The policy must already be validated.
+pub async fn set_default_retry(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    policy: &RetryPolicy,
+) -> Result<RetryPolicy> {
+    let json =
+        serde_json::to_value(policy).map_err(|e| Error::internal_from("a retry policy", e))?;
+    let res = db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE tenants SET retry_policy = $2, updated_at = now() WHERE id = $1",
+            [tenant_id.into(), json.into()],
+        ))
+        .await?;
+    if res.rows_affected() == 0 {
+        return Err(Error::NotFound("tenant"));
+    }
+    Ok(*policy)
 }

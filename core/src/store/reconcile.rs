@@ -1,12 +1,12 @@
 //! The reconciler's statements: find work whose Redis message is lost or late, and state
 //! that no event will move on its own. A suspended tenant's work is left alone: it waits
-//! for reinstatement (`lifecycle::resume_tenant`). Each scan is bounded by `limit` and stamps
+//! for reinstatement (`service::tenants`). Each scan is bounded by `limit` and stamps
 //! `dispatched_at`, so one batch is not re-dispatched again before `after_secs` pass.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use uuid::Uuid;
 
-use super::{lifecycle, windows};
+use super::windows;
 use crate::error::Result;
 
 fn ids(rows: Vec<sea_orm::QueryResult>, col: &str) -> Vec<Uuid> {
@@ -58,12 +58,8 @@ pub async fn overdue(db: &impl ConnectionTrait, after_secs: f64, limit: i64) -> 
     Ok(ids(rows, "id"))
 }
 
-/// Refills the windows of running jobs that have pending batches and free slots, and
-/// finalises running or cancelling jobs left with no unfinished batch.
-pub async fn windows_and_stragglers(
-    db: &DatabaseConnection,
-    limit: i64,
-) -> Result<(Vec<Uuid>, usize)> {
+/// Running jobs with pending batches and free room in their window.
+pub async fn jobs_with_room(db: &impl ConnectionTrait, limit: i64) -> Result<Vec<Uuid>> {
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -79,22 +75,26 @@ pub async fn windows_and_stragglers(
             [limit.into()],
         ))
         .await?;
-    let mut dispatch = Vec::new();
-    for job_id in ids(rows, "id") {
-        let txn = db.begin().await?;
-        let locked = txn
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT id FROM jobs WHERE id = $1 FOR UPDATE SKIP LOCKED",
-                [job_id.into()],
-            ))
-            .await?;
-        if locked.is_some() {
-            dispatch.extend(windows::fill_window(&txn, job_id).await?);
-        }
-        txn.commit().await?;
-    }
-    let stragglers = db
+    Ok(ids(rows, "id"))
+}
+
+/// Locks a job unless another transaction holds it (a ledger or a cancel, which refill
+/// or end its window themselves); true if this transaction now holds it.
+pub async fn try_lock_job(txn: &impl ConnectionTrait, job_id: Uuid) -> Result<bool> {
+    let locked = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id FROM jobs WHERE id = $1 FOR UPDATE SKIP LOCKED",
+            [job_id.into()],
+        ))
+        .await?;
+    Ok(locked.is_some())
+}
+
+/// Running or cancelling jobs left with no unfinished batch: `(job, tenant)` pairs to
+/// finalise.
+pub async fn stragglers(db: &impl ConnectionTrait, limit: i64) -> Result<Vec<(Uuid, Uuid)>> {
+    let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT j.id, j.tenant_id FROM jobs j WHERE j.status IN ('running', 'cancelling')
@@ -104,22 +104,9 @@ pub async fn windows_and_stragglers(
             [limit.into()],
         ))
         .await?;
-    let mut finalized = 0;
-    for row in stragglers {
-        let job_id: Uuid = row.try_get("", "id")?;
-        let tenant_id: Uuid = row.try_get("", "tenant_id")?;
-        let txn = db.begin().await?;
-        let done = lifecycle::finalize(&txn, job_id).await?;
-        if done.is_some() {
-            finalized += 1;
-            dispatch.extend(windows::admit(&txn, tenant_id).await?);
-        }
-        txn.commit().await?;
-        if let Some(done) = done {
-            done.record_metrics();
-        }
-    }
-    Ok((dispatch, finalized))
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "id")?, row.try_get("", "tenant_id")?)))
+        .collect()
 }
 
 /// Tenants with queued jobs: candidates for admission.
@@ -135,7 +122,7 @@ pub async fn tenants_with_queued_jobs(db: &impl ConnectionTrait, limit: i64) -> 
 }
 
 /// Cancelling jobs with a running batch whose worker stopped heartbeating: their batches
-/// will never be claimed again, so [`lifecycle::cancel_abandoned`] must end them.
+/// will never be claimed again, so the reconciler must end them (`service::reconcile`).
 pub async fn cancelling_with_abandoned_batches(
     db: &impl ConnectionTrait,
     after_secs: f64,

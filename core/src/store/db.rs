@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+};
 use secrecy::ExposeSecret;
 
 use crate::config::DatabaseSettings;
@@ -46,4 +49,21 @@ pub async fn prepare_schema(db: &DatabaseConnection, migrate: bool) -> Result<()
     } else {
         Err(SchemaError::Behind(pending.join(", ")))
     }
+}
+
+/// `SELECT 1`: the readiness check.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
+    db.execute_unprepared("SELECT 1").await.map(|_| ())
+}
+
+/// The database's clock: what every replica agrees on, however skewed their own clocks.
+pub async fn now(db: &impl ConnectionTrait) -> Result<DateTime<Utc>, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT now() AS now",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("SELECT now() returned no row".into()))?;
+    row.try_get("", "now")
 }

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::error::Result;
 
 /// A worker that has heartbeated recently and not stopped.
-#[derive(Debug, Clone, FromQueryResult, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, FromQueryResult, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LiveWorker {
     pub id: String,
     pub host: String,
@@ -38,7 +39,8 @@ pub async fn live_workers(db: &impl ConnectionTrait, within: Duration) -> Result
 }
 
 /// Batches in each unfinished state, and open dead letters, across all tenants.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Depth {
     pub pending: i64,
     pub queued: i64,
