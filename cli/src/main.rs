@@ -1,5 +1,7 @@
-//! `freight`: one binary, five commands. Each arm calls a library entry point; there is
+//! `freight`: one binary, six commands. Each arm calls a library entry point; there is
 //! no logic here beyond parsing the command and the environment.
+
+mod health;
 
 use std::process::ExitCode;
 
@@ -39,6 +41,9 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Exit 0 if this host's api (or worker) answers GET /health with 200, else 1: a
+    /// container health check for an image without curl.
+    Health(health::HealthArgs),
 }
 
 #[derive(Subcommand)]
@@ -66,6 +71,11 @@ async fn main() -> ExitCode {
         println!("{}", freight_core::secrets::generate_key());
         return ExitCode::SUCCESS;
     }
+    // Nor does a health check: it reads only the address it probes, so a probe cannot
+    // fail on a setting the process it asks does not use.
+    if let Command::Health(args) = &cli.command {
+        return health::run(args).await;
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -84,7 +94,8 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate(settings).await,
         Command::Secrets {
             command: SecretsCommand::GenerateKey,
-        } => unreachable!("answered before the settings are read"),
+        }
+        | Command::Health(_) => unreachable!("answered before the settings are read"),
         Command::Secrets {
             command: SecretsCommand::Rotate { batch_size },
         } => rotate(settings, batch_size).await,
