@@ -13,12 +13,11 @@ use std::{
     time::Duration,
 };
 
-use entity::job;
+use entity::{JobId, job};
 use freight_core::store::{batches, jobs};
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::views::JobView;
 
@@ -50,12 +49,12 @@ type Channel = watch::Sender<Option<Arc<Snapshot>>>;
 
 #[derive(Default)]
 pub struct JobWatch {
-    jobs: Mutex<HashMap<Uuid, Channel>>,
+    jobs: Mutex<HashMap<JobId, Channel>>,
 }
 
 impl JobWatch {
     /// Listens to a job's changes (the job's tenant has been checked by the caller).
-    pub fn subscribe(&self, job_id: Uuid) -> watch::Receiver<Option<Arc<Snapshot>>> {
+    pub fn subscribe(&self, job_id: JobId) -> watch::Receiver<Option<Arc<Snapshot>>> {
         let mut jobs = self.jobs.lock().expect("not poisoned");
         jobs.entry(job_id)
             .or_insert_with(|| watch::channel(None).0)
@@ -78,7 +77,7 @@ impl JobWatch {
     }
 
     async fn poll(&self, db: &DatabaseConnection) -> Result<(), freight_core::Error> {
-        let watched: Vec<(Uuid, Option<i64>)> = {
+        let watched: Vec<(JobId, Option<i64>)> = {
             let mut jobs = self.jobs.lock().expect("not poisoned");
             // A job nobody listens to any more is dropped from the watch.
             jobs.retain(|_, tx| tx.receiver_count() > 0);
@@ -89,9 +88,9 @@ impl JobWatch {
         if watched.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Uuid> = watched.iter().map(|w| w.0).collect();
+        let ids: Vec<JobId> = watched.iter().map(|w| w.0).collect();
         let rows = jobs::get_many(db, &ids).await?;
-        let seen: HashMap<Uuid, Option<i64>> = watched.into_iter().collect();
+        let seen: HashMap<JobId, Option<i64>> = watched.into_iter().collect();
         let changed: Vec<job::Model> = rows
             .into_iter()
             .filter(|j| seen.get(&j.id).copied().flatten() != Some(j.updated_at.timestamp_micros()))
@@ -99,7 +98,7 @@ impl JobWatch {
         if changed.is_empty() {
             return Ok(());
         }
-        let changed_ids: Vec<Uuid> = changed.iter().map(|j| j.id).collect();
+        let changed_ids: Vec<JobId> = changed.iter().map(|j| j.id).collect();
         let mut counts = batches::counts(db, &changed_ids).await?;
         let jobs = self.jobs.lock().expect("not poisoned");
         for job in changed {

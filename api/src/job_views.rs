@@ -25,13 +25,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use entity::job;
+use entity::{JobId, TenantId, job};
 use freight_core::store::{batches, jobs};
 use moka::ops::compute::Op;
 use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::views::JobView;
 
@@ -43,7 +42,7 @@ const REFRESH_BATCH: usize = 512;
 /// A finished (terminal) job's body is served this many TTLs.
 pub const FINISHED_TTL_FACTOR: u32 = 10;
 
-type Key = (Uuid, Uuid);
+type Key = (TenantId, JobId);
 
 #[derive(Clone)]
 pub struct JobViews {
@@ -109,7 +108,7 @@ impl JobViews {
         }
     }
 
-    pub fn lookup(&self, tenant_id: Uuid, job_id: Uuid) -> Lookup {
+    pub fn lookup(&self, tenant_id: TenantId, job_id: JobId) -> Lookup {
         let key = (tenant_id, job_id);
         let seen = self.cache.get(&key);
         let ticket = |seen| Ticket {
@@ -164,7 +163,7 @@ impl JobViews {
         Ok(body)
     }
 
-    pub fn forget(&self, tenant_id: Uuid, job_id: Uuid) {
+    pub fn forget(&self, tenant_id: TenantId, job_id: JobId) {
         self.cache.insert(
             (tenant_id, job_id),
             Cached::new(None, Instant::now(), Duration::ZERO),
@@ -197,8 +196,8 @@ impl JobViews {
         db: &DatabaseConnection,
         tickets: Vec<Ticket>,
     ) -> Result<(), freight_core::Error> {
-        let ids: Vec<Uuid> = tickets.iter().map(|t| t.key.1).collect();
-        let jobs: HashMap<Uuid, job::Model> = jobs::get_many(db, &ids)
+        let ids: Vec<JobId> = tickets.iter().map(|t| t.key.1).collect();
+        let jobs: HashMap<JobId, job::Model> = jobs::get_many(db, &ids)
             .await?
             .into_iter()
             .map(|j| (j.id, j))
@@ -225,7 +224,7 @@ mod tests {
         Bytes::from_static(s.as_bytes())
     }
 
-    fn served(views: &JobViews, t: Uuid, j: Uuid) -> Option<Bytes> {
+    fn served(views: &JobViews, t: TenantId, j: JobId) -> Option<Bytes> {
         match views.lookup(t, j) {
             Lookup::Hit(b) => Some(b),
             Lookup::Miss(_) => None,
@@ -235,7 +234,7 @@ mod tests {
     #[test]
     fn a_read_in_flight_across_a_write_is_not_stored() {
         let views = JobViews::new(Duration::from_secs(60));
-        let (t, j) = (Uuid::new_v4(), Uuid::new_v4());
+        let (t, j) = (TenantId::new(), JobId::new());
         let Lookup::Miss(before) = views.lookup(t, j) else {
             panic!("empty cache")
         };
@@ -258,7 +257,7 @@ mod tests {
     fn one_request_refreshes_a_body_near_its_end_and_every_request_is_still_served() {
         let views = JobViews::new(Duration::from_secs(1));
         let mut refreshes = views.refresh_rx.lock().unwrap().take().unwrap();
-        let (t, j) = (Uuid::new_v4(), Uuid::new_v4());
+        let (t, j) = (TenantId::new(), JobId::new());
         let Lookup::Miss(ticket) = views.lookup(t, j) else {
             panic!("empty cache")
         };
@@ -288,7 +287,7 @@ mod tests {
     #[test]
     fn a_finished_job_is_served_ten_ttls_and_forgotten_at_once() {
         let views = JobViews::new(Duration::from_millis(100));
-        let (t, running, done) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (t, running, done) = (TenantId::new(), JobId::new(), JobId::new());
         for (j, finished) in [(running, false), (done, true)] {
             let Lookup::Miss(ticket) = views.lookup(t, j) else {
                 panic!("empty cache")

@@ -24,12 +24,12 @@ use axum::{
     middleware::Next,
     response::Response,
 };
+use entity::TenantId;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
-use uuid::Uuid;
 
 /// The error a body cut off for slowness ends with; handlers map it to a 408
 /// ([`is_slow_body`]).
@@ -140,7 +140,7 @@ pub async fn min_body_rate(
 /// not read, no transaction is open).
 #[derive(Clone, Default)]
 pub struct TenantSlots {
-    tenants: Arc<Mutex<HashMap<Uuid, Arc<Semaphore>>>>,
+    tenants: Arc<Mutex<HashMap<TenantId, Arc<Semaphore>>>>,
 }
 
 impl TenantSlots {
@@ -148,7 +148,7 @@ impl TenantSlots {
     /// `wait`.
     pub async fn take(
         &self,
-        tenant: Uuid,
+        tenant: TenantId,
         max: usize,
         wait: Duration,
     ) -> Option<OwnedSemaphorePermit> {
@@ -201,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn slots_are_per_tenant_waited_for_and_freed_on_drop() {
         let slots = TenantSlots::default();
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b) = (TenantId::new(), TenantId::new());
         let wait = Duration::from_millis(50);
         let first = slots.take(a, 2, wait).await.unwrap();
         let _second = slots.take(a, 2, wait).await.unwrap();

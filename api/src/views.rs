@@ -85,7 +85,7 @@ impl JobView {
         let retry = serde_json::from_value(job.retry_policy.clone()).unwrap_or_default();
         let done = job.succeeded_records + job.dead_lettered_records + job.cancelled_records;
         Self {
-            id: job.id,
+            id: job.id.into(),
             name: job.name,
             status: job.status,
             batch_size: job.batch_size,
@@ -133,7 +133,7 @@ pub struct TenantView {
 impl From<tenant::Model> for TenantView {
     fn from(t: tenant::Model) -> Self {
         Self {
-            id: t.id,
+            id: t.id.into(),
             name: t.name,
             status: t.status,
             max_concurrent_jobs: t.max_concurrent_jobs,
@@ -177,7 +177,7 @@ impl From<api_key::Model> for ApiKeyView {
         };
         Self {
             id: k.id,
-            tenant_id: k.tenant_id,
+            tenant_id: k.tenant_id.into(),
             name: k.name,
             prefix: format!(
                 "{}{}",

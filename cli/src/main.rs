@@ -137,7 +137,7 @@ async fn all(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let db = freight_core::db::connect(&settings.database).await?;
+    let db = freight_core::store::db::connect(&settings.database).await?;
     let applied = migration::migrate(&db).await?;
     if applied.is_empty() {
         println!("schema is up to date");
@@ -168,9 +168,8 @@ async fn rotate(settings: Settings, batch_size: u64) -> anyhow::Result<()> {
     let Some(current) = settings.secrets.current_id() else {
         anyhow::bail!("FREIGHT_SECRET_KEY is not set: there is no key to encrypt with");
     };
-    let db = freight_core::db::connect(&settings.database).await?;
-    let report =
-        freight_core::service::secrets::rotate(&db, &settings.secrets, batch_size).await?;
+    let db = freight_core::store::db::connect(&settings.database).await?;
+    let report = freight_core::service::secrets::rotate(&db, &settings.secrets, batch_size).await?;
     println!(
         "{} of {} jobs re-encrypted with key {current}",
         report.changed, report.scanned

@@ -9,8 +9,8 @@ use std::{
     time::Duration,
 };
 
+use entity::TenantId;
 use metrics::Label;
-use uuid::Uuid;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -101,20 +101,20 @@ pub fn set_tenant_labels(on: bool) {
     TENANT_LABELS.store(on, Ordering::Relaxed);
 }
 
-fn labels(tenant: Uuid, mut labels: Vec<Label>) -> Vec<Label> {
+fn labels(tenant: TenantId, mut labels: Vec<Label>) -> Vec<Label> {
     if TENANT_LABELS.load(Ordering::Relaxed) {
         labels.push(Label::new("tenant_id", tenant.to_string()));
     }
     labels
 }
 
-pub fn job_created(tenant: Uuid) {
+pub fn job_created(tenant: TenantId) {
     metrics::counter!(JOBS_CREATED, labels(tenant, vec![])).increment(1);
 }
 
 /// Outcomes of one batch attempt, as the ledger recorded them.
 pub fn record_outcomes(
-    tenant: Uuid,
+    tenant: TenantId,
     succeeded: i64,
     failed: i64,
     dead_lettered: i64,
@@ -139,7 +139,7 @@ pub fn record_outcomes(
     }
 }
 
-pub fn job_finished(tenant: Uuid, status: &str) {
+pub fn job_finished(tenant: TenantId, status: &str) {
     metrics::counter!(
         JOBS_FINISHED,
         labels(tenant, vec![Label::new("status", status.to_owned())])
@@ -153,7 +153,7 @@ mod tests {
     fn recorded_metrics_are_rendered() {
         let handle = super::handle();
         metrics::counter!(super::RECONCILER_RUNS).increment(2);
-        super::record_outcomes(uuid::Uuid::nil(), 3, 0, 1, 0);
+        super::record_outcomes(entity::TenantId::default(), 3, 0, 1, 0);
         let text = handle.render();
         assert!(text.contains("freight_reconciler_runs_total 2"), "{text}");
         assert!(

@@ -75,7 +75,8 @@ impl BinaryRows {
         self
     }
 
-    pub fn uuid(&mut self, v: uuid::Uuid) -> &mut Self {
+    pub fn uuid(&mut self, v: impl Into<uuid::Uuid>) -> &mut Self {
+        let v: uuid::Uuid = v.into();
         self.field(v.as_bytes())
     }
 

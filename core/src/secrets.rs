@@ -21,10 +21,10 @@ use base64::{
     Engine,
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
+use entity::TenantId;
 use rand::RngCore;
 use secrecy::zeroize::Zeroizing;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 /// A key setting that cannot be used; the configuration reports it under `var`.
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +213,7 @@ impl Keyring {
 
     /// Seals `plaintext` with the current key. A value already sealed is returned as it is
     /// (never sealed twice), and so is everything when the keyring is disabled.
-    pub fn seal(&self, tenant_id: Uuid, field: &str, plaintext: &str) -> String {
+    pub fn seal(&self, tenant_id: TenantId, field: &str, plaintext: &str) -> String {
         let Some(keys) = &self.0 else {
             return plaintext.to_owned();
         };
@@ -245,7 +245,7 @@ impl Keyring {
 
     /// Opens a sealed value with whichever key sealed it. A value that is not sealed
     /// (stored before a key was configured) is returned as it is.
-    pub fn open(&self, tenant_id: Uuid, field: &str, value: &str) -> Result<String, OpenError> {
+    pub fn open(&self, tenant_id: TenantId, field: &str, value: &str) -> Result<String, OpenError> {
         let Some(parts) = parts(value) else {
             return Ok(value.to_owned());
         };
@@ -280,7 +280,12 @@ impl Keyring {
 
     /// Re-seals a value with the current key: opens it if it is sealed with another key
     /// (or not at all), and leaves it untouched if the current key already sealed it.
-    pub fn reseal(&self, tenant_id: Uuid, field: &str, value: &str) -> Result<String, OpenError> {
+    pub fn reseal(
+        &self,
+        tenant_id: TenantId,
+        field: &str,
+        value: &str,
+    ) -> Result<String, OpenError> {
         if let Some(Some((key_id, _))) = parts(value)
             && Some(key_id) == self.current_id()
         {
@@ -291,19 +296,20 @@ impl Keyring {
     }
 }
 
-fn aad(tenant_id: Uuid, field: &str) -> String {
+fn aad(tenant_id: TenantId, field: &str) -> String {
     format!("freight:{tenant_id}:{field}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     fn ring(keys: &[&str]) -> Keyring {
         Keyring::from_keys(keys[0], &keys[1..]).unwrap()
     }
 
-    const TENANT: Uuid = Uuid::from_u128(7);
+    const TENANT: TenantId = TenantId(Uuid::from_u128(7));
 
     #[test]
     fn sealed_values_open_and_never_show_the_plaintext() {
@@ -388,7 +394,11 @@ mod tests {
         for (tenant, field, value) in [
             (TENANT, "url.password", flipped.as_str()),
             (TENANT, "headers.X", sealed.as_str()),
-            (Uuid::from_u128(8), "url.password", sealed.as_str()),
+            (
+                TenantId(Uuid::from_u128(8)),
+                "url.password",
+                sealed.as_str(),
+            ),
         ] {
             assert!(matches!(
                 keyring.open(tenant, field, value),

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::ids::TenantId;
+
 /// An API key. Only the Argon2id PHC string of the secret is stored; the plaintext key
 /// exists once, in the response that created it.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -7,7 +9,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub name: Option<String>,
     #[sea_orm(unique)]
     pub public_id: String,

@@ -1,20 +1,13 @@
 use sea_orm::entity::prelude::*;
+
+use crate::ids::{BatchId, JobId, TenantId};
 use serde::{Deserialize, Serialize};
 
 /// Batch states (api-contract "Batch states").
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[sea_orm(rs_type = "String", db_type = "Text")]
 #[serde(rename_all = "snake_case")]
 pub enum BatchStatus {
@@ -39,9 +32,9 @@ pub enum BatchStatus {
 #[sea_orm(table_name = "batches")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub job_id: Uuid,
-    pub tenant_id: Uuid,
+    pub id: BatchId,
+    pub job_id: JobId,
+    pub tenant_id: TenantId,
     pub seq: i32,
     pub first_record_seq: i64,
     pub last_record_seq: i64,

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::ids::{BatchId, JobId, TenantId};
+
 /// A record that failed for good. Its payload stays in `job_records`; a requeue keeps
 /// this row and sets `requeued_at`.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -7,9 +9,9 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
-    pub job_id: Uuid,
-    pub tenant_id: Uuid,
-    pub batch_id: Uuid,
+    pub job_id: JobId,
+    pub tenant_id: TenantId,
+    pub batch_id: BatchId,
     pub record_seq: i64,
     pub error: String,
     pub attempts: i32,

@@ -1,20 +1,13 @@
 use sea_orm::entity::prelude::*;
+
+use crate::ids::{JobId, TenantId};
 use serde::{Deserialize, Serialize};
 
 /// Job states (api-contract "Job states").
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[sea_orm(rs_type = "String", db_type = "Text")]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -49,8 +42,8 @@ impl JobStatus {
 #[sea_orm(table_name = "jobs")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub tenant_id: Uuid,
+    pub id: JobId,
+    pub tenant_id: TenantId,
     pub name: Option<String>,
     pub status: JobStatus,
     #[sea_orm(column_type = "JsonBinary")]

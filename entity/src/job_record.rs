@@ -1,4 +1,6 @@
 use sea_orm::entity::prelude::*;
+
+use crate::ids::{JobId, TenantId};
 use serde::{Deserialize, Serialize};
 
 /// A staged record's current status; its history is in `record_logs`.
@@ -16,14 +18,26 @@ pub enum RecordStatus {
     Cancelled,
 }
 
+impl RecordStatus {
+    /// The stored value, without an allocation (the ledger writes one per record).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RecordStatus::Pending => "pending",
+            RecordStatus::Succeeded => "succeeded",
+            RecordStatus::DeadLettered => "dead_lettered",
+            RecordStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "job_records")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub job_id: Uuid,
+    pub job_id: JobId,
     #[sea_orm(primary_key, auto_increment = false)]
     pub seq: i64,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub record_key: Option<String>,
     /// `json`: the validated text as sent (migration 000005).
     #[sea_orm(column_type = "Json")]
@@ -37,3 +51,17 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::Iterable;
+
+    use super::*;
+
+    #[test]
+    fn as_str_is_the_stored_value() {
+        for v in RecordStatus::iter() {
+            assert_eq!(v.as_str(), v.to_value());
+        }
+    }
+}

@@ -5,11 +5,14 @@
 pub mod api_key;
 pub mod batch;
 pub mod dead_letter;
+pub mod ids;
 pub mod job;
 pub mod job_record;
 pub mod record_log;
 pub mod tenant;
 pub mod worker;
+
+pub use ids::{BatchId, JobId, TenantId};
 
 pub mod prelude {
     pub use super::api_key::Entity as ApiKey;

@@ -187,7 +187,7 @@ async fn a_key_in_use_is_hashed_once_and_still_rechecked() {
     let until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < until {
         let principal = auth.authenticate(&key).await.expect("a valid key");
-        assert_eq!(principal.tenant_id, tenant);
+        assert_eq!(principal.tenant_id, tenant.into());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
@@ -201,7 +201,10 @@ async fn a_key_in_use_is_hashed_once_and_still_rechecked() {
         auth.authenticate(&wrong).await,
         Err(ApiError::Unauthorized(_))
     ));
-    assert_eq!(auth.authenticate(&key).await.unwrap().tenant_id, tenant);
+    assert_eq!(
+        auth.authenticate(&key).await.unwrap().tenant_id,
+        tenant.into()
+    );
 
     // A real change of the tenant still drops the key at the next poll.
     app.patch_tenant(tenant, json!({"status": "suspended"}))
@@ -212,7 +215,10 @@ async fn a_key_in_use_is_hashed_once_and_still_rechecked() {
         Err(ApiError::Forbidden(_))
     ));
     app.patch_tenant(tenant, json!({"status": "active"})).await;
-    assert_eq!(auth.authenticate(&key).await.unwrap().tenant_id, tenant);
+    assert_eq!(
+        auth.authenticate(&key).await.unwrap().tenant_id,
+        tenant.into()
+    );
 
     // With the poll stopped, the TTL re-check alone sees a revocation.
     stop.cancel();

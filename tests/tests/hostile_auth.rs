@@ -80,7 +80,7 @@ async fn refused_keys_are_refused_from_memory() {
     app.patch_tenant(tenant, json!({"status": "active"})).await;
     assert_eq!(
         auth.authenticate(&good).await.unwrap().tenant_id,
-        tenant,
+        tenant.into(),
         "reinstated at once"
     );
     assert_eq!(auth.argon2_runs(), 3);

@@ -77,7 +77,7 @@ async fn forge_destination(db: &sea_orm::DatabaseConnection, tenant: Uuid, job: 
         key: vec!["id".into()],
         mode: WriteMode::Insert,
     });
-    let stored = forged.sealed(&keyring(&[SECRET_KEY]), tenant);
+    let stored = forged.sealed(&keyring(&[SECRET_KEY]), tenant.into());
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "UPDATE jobs SET destination = $1 WHERE id = $2",

@@ -1092,7 +1092,12 @@ async fn polled_job_views_are_refreshed_in_the_background() {
     let tenant = app.create_tenant("acme").await;
     let (_, key) = app.create_key(tenant, json!({})).await;
     let job = new_job(&app, &key, 3, 10).await;
-    let stranger = Uuid::new_v4();
+    // The cache's keys are typed: a tenant's id and a job's.
+    let (tenant, job_id, stranger) = (
+        entity::TenantId::from(tenant),
+        entity::JobId::from(job),
+        entity::TenantId::new(),
+    );
 
     let ttl = Duration::from_millis(600);
     let views = JobViews::new(ttl);
@@ -1103,7 +1108,7 @@ async fn polled_job_views_are_refreshed_in_the_background() {
             .refresh_in_background(app.db.clone(), stop.clone()),
     );
     for owner in [tenant, stranger] {
-        let Lookup::Miss(ticket) = views.lookup(owner, job) else {
+        let Lookup::Miss(ticket) = views.lookup(owner, job_id) else {
             panic!("an empty cache")
         };
         views.store(ticket, bytes::Bytes::from_static(b"first read"), false);
@@ -1115,7 +1120,7 @@ async fn polled_job_views_are_refreshed_in_the_background() {
     )
     .await;
 
-    let served = |owner| match views.lookup(owner, job) {
+    let served = |owner| match views.lookup(owner, job_id) {
         Lookup::Hit(body) => Some(body),
         Lookup::Miss(_) => None,
     };

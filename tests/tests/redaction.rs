@@ -185,7 +185,9 @@ async fn secrets_never_come_back() {
         "{raw}"
     );
     let sealed: Destination = serde_json::from_str(&raw).unwrap();
-    let opened = sealed.opened(&keyring(&[SECRET_KEY]), tenant).unwrap();
+    let opened = sealed
+        .opened(&keyring(&[SECRET_KEY]), tenant.into())
+        .unwrap();
     let Destination::Http(opened) = opened else {
         panic!("an http destination")
     };

@@ -8,6 +8,7 @@ use std::{
 
 use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
+use entity::BatchId;
 use freight_core::{
     domain::{
         attempt::AttemptResult,
@@ -40,7 +41,7 @@ pub async fn deliver_batch(
 impl Engine {
     /// Runs the batch, then, while nothing else waits in the queue, the job's next batch
     /// that its ledger queued, in the same slot (see [`Engine::next_in_slot`]).
-    pub async fn run_batch(&self, batch_id: uuid::Uuid) -> freight_core::Result<()> {
+    pub async fn run_batch(&self, batch_id: BatchId) -> freight_core::Result<()> {
         let slot = std::time::Instant::now();
         let stale_after = self.settings.worker.batch_stale_after.as_secs_f64();
         let mut next = Some(batch_id);
@@ -74,9 +75,9 @@ impl Engine {
     /// reconciler dispatches it again as overdue.
     async fn next_in_slot(
         &self,
-        queued: &mut Vec<uuid::Uuid>,
+        queued: &mut Vec<BatchId>,
         slot: std::time::Instant,
-    ) -> Option<uuid::Uuid> {
+    ) -> Option<BatchId> {
         let budget = self.settings.worker.batch_timeout.mul_f64(0.2);
         if queued.is_empty() || self.draining.load(Ordering::Acquire) || slot.elapsed() > budget {
             return None;
@@ -96,7 +97,7 @@ impl Engine {
         &self,
         batch: batches::ClaimedBatch,
         slot: std::time::Instant,
-    ) -> freight_core::Result<Option<uuid::Uuid>> {
+    ) -> freight_core::Result<Option<BatchId>> {
         let started = std::time::Instant::now();
         // Registered at once, so a cancel announced from here on reaches this batch.
         let running = self.inflight.register(batch.id, batch.job_id);

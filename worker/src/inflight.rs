@@ -6,12 +6,12 @@ use std::{
     time::Duration,
 };
 
+use entity::{BatchId, JobId};
 use freight_core::connectors::Stop;
-use uuid::Uuid;
 
 #[derive(Default)]
 pub struct Inflight {
-    batches: Mutex<HashMap<Uuid, (Uuid, Stop)>>,
+    batches: Mutex<HashMap<BatchId, (JobId, Stop)>>,
 }
 
 impl Inflight {
@@ -19,7 +19,7 @@ impl Inflight {
     /// or the batch must yield; the batch is unregistered when the guard drops — also when
     /// the handler panics or times out, so its heartbeat stops and another worker can take
     /// it over.
-    pub fn register(self: &Arc<Self>, batch_id: Uuid, job_id: Uuid) -> InflightGuard {
+    pub fn register(self: &Arc<Self>, batch_id: BatchId, job_id: JobId) -> InflightGuard {
         let stop = Stop::default();
         self.batches
             .lock()
@@ -32,7 +32,7 @@ impl Inflight {
         }
     }
 
-    pub fn batch_ids(&self) -> Vec<Uuid> {
+    pub fn batch_ids(&self) -> Vec<BatchId> {
         self.batches
             .lock()
             .expect("not poisoned")
@@ -42,7 +42,7 @@ impl Inflight {
     }
 
     /// Stops every running batch of a job (a cancel was announced).
-    pub fn cancel_job(&self, job_id: Uuid) -> usize {
+    pub fn cancel_job(&self, job_id: JobId) -> usize {
         let map = self.batches.lock().expect("not poisoned");
         let mut n = 0;
         for (job, stop) in map.values() {
@@ -59,7 +59,13 @@ impl Inflight {
     /// neither list (their job stopped running, or another worker took them over) start
     /// no new write. Batches registered after `checked` was taken are left alone: the
     /// heartbeat did not ask about them.
-    pub fn apply(&self, checked: &[Uuid], keep: &[Uuid], yield_: &[Uuid], grace: Duration) {
+    pub fn apply(
+        &self,
+        checked: &[BatchId],
+        keep: &[BatchId],
+        yield_: &[BatchId],
+        grace: Duration,
+    ) {
         let map = self.batches.lock().expect("not poisoned");
         for batch_id in checked.iter().filter(|id| !keep.contains(id)) {
             let Some((_, stop)) = map.get(batch_id) else {
@@ -80,7 +86,7 @@ impl Inflight {
 /// A registered running batch; unregisters it on drop.
 pub struct InflightGuard {
     registry: Arc<Inflight>,
-    batch_id: Uuid,
+    batch_id: BatchId,
     pub stop: Stop,
 }
 

@@ -35,7 +35,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use entity::tenant::TenantStatus;
+use entity::{TenantId, tenant::TenantStatus};
 use freight_core::{
     config::AuthSettings,
     domain::api_key::{ApiKey, Scopes},
@@ -54,7 +54,7 @@ use crate::error::ApiError;
 /// Who a valid key speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub key_id: Uuid,
     /// The tenant's request rate limit: sustained per second, and burst.
     pub rate: (u32, u32),
@@ -345,7 +345,7 @@ impl Authenticator {
     }
 
     /// A tenant changed on this replica (suspended, say): drop its cached keys at once.
-    pub async fn forget_tenant(&self, tenant_id: Uuid, active: bool) {
+    pub async fn forget_tenant(&self, tenant_id: TenantId, active: bool) {
         let stale: Vec<Arc<String>> = self
             .cache
             .iter()

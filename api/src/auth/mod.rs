@@ -21,6 +21,7 @@ use axum::{
     extract::{ConnectInfo, FromRef, FromRequestParts},
     http::{Method, request::Parts},
 };
+use entity::TenantId;
 use freight_core::{
     config::{Cidr, Settings},
     domain::api_key::{ApiKey, Scope},
@@ -75,7 +76,7 @@ impl Gate {
 /// A request authenticated with a tenant API key (`Authorization: Bearer` or `X-API-Key`).
 #[derive(Debug, Clone)]
 pub struct AuthTenant {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub key_id: Uuid,
     /// The key's public id (not secret): how the audit trail names the caller.
     pub public_id: String,

@@ -11,11 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use uuid::Uuid;
+use entity::TenantId;
 
 #[derive(Default)]
 pub struct RateLimiter {
-    buckets: Mutex<HashMap<Uuid, Bucket>>,
+    buckets: Mutex<HashMap<TenantId, Bucket>>,
 }
 
 struct Bucket {
@@ -32,11 +32,17 @@ pub struct Limited {
 
 impl RateLimiter {
     /// Takes one token from the tenant's bucket, or says how long until there is one.
-    pub fn check(&self, tenant: Uuid, (rate, burst): (u32, u32)) -> Result<(), Limited> {
+    pub fn check(&self, tenant: TenantId, (rate, burst): (u32, u32)) -> Result<(), Limited> {
         self.check_at(tenant, rate, burst, Instant::now())
     }
 
-    fn check_at(&self, tenant: Uuid, rate: u32, burst: u32, now: Instant) -> Result<(), Limited> {
+    fn check_at(
+        &self,
+        tenant: TenantId,
+        rate: u32,
+        burst: u32,
+        now: Instant,
+    ) -> Result<(), Limited> {
         let (rate, burst) = (rate.max(1) as f64, burst.max(1) as f64);
         let mut buckets = self.buckets.lock().expect("not poisoned");
         let bucket = buckets.entry(tenant).or_insert(Bucket {
@@ -161,7 +167,7 @@ mod tests {
     #[test]
     fn a_burst_then_the_sustained_rate() {
         let limiter = RateLimiter::default();
-        let (tenant, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (tenant, other) = (TenantId::new(), TenantId::new());
         let t0 = Instant::now();
         for _ in 0..4 {
             assert!(limiter.check_at(tenant, 2, 4, t0).is_ok());

@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use entity::TenantId;
 use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -27,7 +28,7 @@ pub struct Sessions {
 #[derive(Default)]
 struct Inner {
     next: AtomicU64,
-    open: Mutex<HashMap<Uuid, Vec<Open>>>,
+    open: Mutex<HashMap<TenantId, Vec<Open>>>,
 }
 
 struct Open {
@@ -39,7 +40,7 @@ struct Open {
 /// One open stream; dropping it closes the slot.
 pub struct Session {
     id: u64,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     token: CancellationToken,
     sessions: Sessions,
 }
@@ -50,7 +51,7 @@ pub struct AtLimit(pub usize);
 
 impl Sessions {
     /// Opens a session for `key_id` of `tenant_id`, unless the tenant holds `max` already.
-    pub fn open(&self, tenant_id: Uuid, key_id: Uuid, max: usize) -> Result<Session, AtLimit> {
+    pub fn open(&self, tenant_id: TenantId, key_id: Uuid, max: usize) -> Result<Session, AtLimit> {
         let mut open = self.inner.open.lock().expect("not poisoned");
         let tenant = open.entry(tenant_id).or_default();
         if tenant.len() >= max {
@@ -81,7 +82,7 @@ impl Sessions {
     }
 
     /// Ends every stream of `tenant_id`.
-    pub fn end_tenant(&self, tenant_id: Uuid) {
+    pub fn end_tenant(&self, tenant_id: TenantId) {
         let open = self.inner.open.lock().expect("not poisoned");
         open.get(&tenant_id)
             .into_iter()
@@ -90,7 +91,7 @@ impl Sessions {
     }
 
     /// Streams open for `tenant_id`.
-    pub fn count(&self, tenant_id: Uuid) -> usize {
+    pub fn count(&self, tenant_id: TenantId) -> usize {
         let open = self.inner.open.lock().expect("not poisoned");
         open.get(&tenant_id).map_or(0, Vec::len)
     }
@@ -135,7 +136,7 @@ mod tests {
     #[test]
     fn sessions_are_capped_per_tenant_and_ended_by_key_or_tenant() {
         let sessions = Sessions::default();
-        let (tenant, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (tenant, other) = (TenantId::new(), TenantId::new());
         let (key, key2) = (Uuid::new_v4(), Uuid::new_v4());
         let a = sessions.open(tenant, key, 2).unwrap();
         let b = sessions.open(tenant, key2, 2).unwrap();

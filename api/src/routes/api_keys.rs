@@ -8,6 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use chrono::Utc;
+use entity::TenantId;
 use freight_core::{
     domain::{
         api_key::{ApiKey, CreateApiKeyRequest},
@@ -37,7 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// burst of verifications), and stores it. Shared by the operator and self-service routes.
 pub async fn create_key(
     state: &AppState,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     req: CreateApiKeyRequest,
     actor: Actor,
 ) -> ApiResult<CreatedApiKey> {
@@ -56,7 +57,7 @@ pub async fn create_key(
         .await?;
     Ok(CreatedApiKey {
         id: row.id,
-        tenant_id,
+        tenant_id: tenant_id.into(),
         key: key.expose(),
         name: row.name,
         prefix: key.prefix(),
@@ -71,7 +72,7 @@ pub async fn create_key(
 pub async fn revoke_key(
     state: &AppState,
     key_id: Uuid,
-    tenant_id: Option<Uuid>,
+    tenant_id: Option<TenantId>,
     actor: Actor,
 ) -> ApiResult<StatusCode> {
     let revoked = state.services.revoke_key(key_id, tenant_id, &actor).await?;

@@ -3,6 +3,7 @@
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
+use entity::JobId;
 use freight_core::store::{
     page::Keyset,
     reads::{self, BatchRow, ScheduledRetryRow},
@@ -34,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn list_batches(
     State(state): State<AppState>,
     auth: AuthTenant,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<JobId>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<BatchRow>>> {
     let page = Keyset::parse(q.limit, q.cursor.as_deref())?;
@@ -55,7 +56,7 @@ pub struct ScheduledRetry {
 impl From<ScheduledRetryRow> for ScheduledRetry {
     fn from(r: ScheduledRetryRow) -> Self {
         Self {
-            batch_id: r.batch_id,
+            batch_id: r.batch_id.into(),
             attempt: r.attempt,
             next_attempt_at: r.next_attempt_at,
         }
@@ -80,7 +81,7 @@ pub struct RetryStatus {
 async fn retry_status(
     State(state): State<AppState>,
     auth: AuthTenant,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<JobId>,
 ) -> ApiResult<Json<RetryStatus>> {
     reads::require_job(&state.db, auth.tenant_id, id).await?;
     let (retrying_batches, scheduled) =

@@ -3,6 +3,7 @@
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
+use entity::JobId;
 use freight_core::store::{
     page::Keyset,
     reads::{self, DeadLetterRow},
@@ -57,7 +58,7 @@ impl From<DeadLetterRow> for DeadLetterView {
             created_at: d.created_at,
             requeued_at: d.requeued_at,
             requeue_count: d.requeue_count,
-            batch_id: d.batch_id,
+            batch_id: d.batch_id.into(),
         }
     }
 }
@@ -81,7 +82,7 @@ pub struct DeadLettersQuery {
 async fn list_dead_letters(
     State(state): State<AppState>,
     auth: AuthTenant,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<JobId>,
     ApiQuery(q): ApiQuery<DeadLettersQuery>,
 ) -> ApiResult<Json<Page<DeadLetterView>>> {
     let page = Keyset::parse(q.limit, q.cursor.as_deref())?;

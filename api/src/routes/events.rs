@@ -7,11 +7,11 @@ use axum::{
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
+use entity::JobId;
 use freight_core::store::{batches, jobs};
 use futures::{Stream, stream};
 use tokio::sync::watch;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use crate::{
     auth::AuthTenant,
@@ -61,7 +61,7 @@ pub enum JobEventKind {
 async fn job_events(
     State(state): State<AppState>,
     auth: AuthTenant,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<JobId>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let last_seen: i64 = headers

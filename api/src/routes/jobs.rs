@@ -6,7 +6,10 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use entity::job::{self, JobStatus};
+use entity::{
+    JobId,
+    job::{self, JobStatus},
+};
 use freight_core::{
     FieldError,
     domain::job_spec::{CreateJobRequest, Idempotency, request_fingerprint},
@@ -16,7 +19,6 @@ use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use crate::{
     auth::AuthTenant,
@@ -141,7 +143,7 @@ async fn list_jobs(
         .transpose()?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let jobs = jobs::list(&state.db, auth.tenant_id, status, page).await?;
-    let ids: Vec<Uuid> = jobs.data.iter().map(|j| j.id).collect();
+    let ids: Vec<JobId> = jobs.data.iter().map(|j| j.id).collect();
     let mut counts = batches::counts(&state.db, &ids).await?;
     Ok(Json(
         jobs.map(|j| {
@@ -159,7 +161,7 @@ async fn list_jobs(
 async fn get_job(
     State(state): State<AppState>,
     auth: AuthTenant,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<JobId>,
 ) -> ApiResult<Response> {
     let body = match state.job_views.lookup(auth.tenant_id, id) {
         Lookup::Hit(body) => body,
@@ -204,7 +206,7 @@ pub struct UploadAccepted {
 async fn upload_records(
     State(state): State<AppState>,
     auth: AuthTenant,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<JobId>,
     upload: RecordUpload,
 ) -> ApiResult<(StatusCode, Json<UploadAccepted>)> {
     let max_uploads = state.settings.http.tenant_max_uploads;
@@ -244,7 +246,7 @@ const UPLOAD_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10)
 async fn start_job(
     State(state): State<AppState>,
     auth: AuthTenant,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<JobId>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let job = state.services.start_job(auth.tenant_id, id).await?;
     state.job_views.forget(auth.tenant_id, id);
@@ -261,7 +263,7 @@ async fn start_job(
 async fn cancel_job(
     State(state): State<AppState>,
     auth: AuthTenant,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<JobId>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let cancelled = state
         .services
@@ -282,7 +284,7 @@ async fn cancel_job(
 async fn cancel_job_put(
     state: State<AppState>,
     auth: AuthTenant,
-    id: ApiPath<Uuid>,
+    id: ApiPath<JobId>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     cancel_job(state, auth, id).await
 }

@@ -11,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, SecondsFormat, Utc};
-use entity::record_log::RecordOutcome;
+use entity::{JobId, record_log::RecordOutcome};
 use freight_core::{
     FieldError,
     store::{
@@ -67,7 +67,7 @@ impl From<LogRow> for LogEntry {
         Self {
             record_seq: l.record_seq,
             record_key: l.record_key,
-            batch_id: l.batch_id,
+            batch_id: l.batch_id.into(),
             attempt: l.attempt,
             status: l.status,
             error: l.error,
@@ -135,7 +135,7 @@ impl LogsQuery {
 async fn job_logs(
     State(state): State<AppState>,
     auth: AuthTenant,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<JobId>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> ApiResult<Response> {
@@ -197,7 +197,7 @@ fn negotiate(headers: &HeaderMap) -> Format {
 fn download(
     state: &AppState,
     auth: &AuthTenant,
-    job_id: Uuid,
+    job_id: JobId,
     filter: LogFilter,
     format: Format,
 ) -> ApiResult<Response> {
@@ -357,7 +357,7 @@ mod tests {
             id: 7,
             record_seq: 3,
             record_key: Some("k,1".into()),
-            batch_id: Uuid::nil(),
+            batch_id: entity::BatchId::default(),
             attempt: 2,
             status: "failed".into(),
             error: Some("HTTP 503: \"busy\"".into()),

@@ -2,6 +2,7 @@
 //! dead letters. Each re-opens exactly those records as new attempts.
 
 use axum::{Json, extract::State, http::StatusCode};
+use entity::{BatchId, JobId};
 use freight_core::{
     service::{Requeued as Done, RetryTarget},
     store::jobs,
@@ -44,7 +45,7 @@ pub struct Requeued {
 async fn retry_job(
     State(state): State<AppState>,
     auth: AuthTenant,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<JobId>,
 ) -> ApiResult<(StatusCode, Json<Requeued>)> {
     let done = retry(&state, &auth, RetryTarget::Job(id)).await?;
     let job = jobs::get(&state.db, auth.tenant_id, id).await?;
@@ -66,7 +67,7 @@ async fn retry_job(
 async fn retry_batch(
     State(state): State<AppState>,
     auth: AuthTenant,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<BatchId>,
 ) -> ApiResult<(StatusCode, Json<Requeued>)> {
     let done = retry(&state, &auth, RetryTarget::Batch(id)).await?;
     Ok((
@@ -98,7 +99,7 @@ async fn requeue_dead_letters(
     ApiJson(req): ApiJson<RequeueRequest>,
 ) -> ApiResult<(StatusCode, Json<Requeued>)> {
     let target = match (req.job_id, req.ids) {
-        (Some(job_id), None) => RetryTarget::DeadLettersOfJob(job_id),
+        (Some(job_id), None) => RetryTarget::DeadLettersOfJob(job_id.into()),
         (None, Some(ids)) if !ids.is_empty() && ids.len() <= 10_000 => {
             RetryTarget::DeadLetters(ids)
         }

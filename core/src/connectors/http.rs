@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use entity::JobId;
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream};
 use reqwest::{
     Method, StatusCode,
@@ -18,7 +19,6 @@ use reqwest::{
     redirect::Policy,
 };
 use url::Url;
-use uuid::Uuid;
 
 use super::{
     Connector, INTERRUPTED, Outcome, RecordResult, RecordToDeliver, Stop,
@@ -158,7 +158,7 @@ fn prepare(spec: &HttpDestination, allow_private: bool) -> Result<Prepared, Stri
 impl Connector for HttpConnector {
     fn deliver<'a>(
         &'a self,
-        job_id: Uuid,
+        job_id: JobId,
         records: &'a [RecordToDeliver],
         stop: &'a Stop,
     ) -> BoxFuture<'a, Vec<RecordResult>> {
@@ -198,7 +198,7 @@ impl HttpConnector {
     async fn deliver_one(
         &self,
         prepared: &Prepared,
-        job_id: Uuid,
+        job_id: JobId,
         record: &RecordToDeliver,
         stop: &Stop,
     ) -> RecordResult {
@@ -224,7 +224,7 @@ impl HttpConnector {
         }
     }
 
-    async fn send(&self, prepared: &Prepared, job_id: Uuid, record: &RecordToDeliver) -> Outcome {
+    async fn send(&self, prepared: &Prepared, job_id: JobId, record: &RecordToDeliver) -> Outcome {
         // The record's text as the tenant sent it.
         let body = record.payload.clone();
         let idempotency_key = HeaderValue::from_str(&format!("{job_id}:{}", record.seq))
@@ -422,7 +422,7 @@ mod tests {
 
     async fn deliver(
         connector: &HttpConnector,
-        job_id: Uuid,
+        job_id: JobId,
         records: &[RecordToDeliver],
     ) -> Vec<RecordResult> {
         connector.deliver(job_id, records, &Stop::default()).await
@@ -439,7 +439,7 @@ mod tests {
         let mut spec = spec(format!("{}/import", server.uri()));
         spec.method = HttpMethod::Put;
         let connector = HttpClient::new(true).connector(spec);
-        let job_id = Uuid::now_v7();
+        let job_id = JobId::new();
         let batch = records((0..5).map(|i| json!({"id": i, "email": format!("{i}@example.com")})));
 
         let results = deliver(&connector, job_id, &batch).await;
@@ -525,7 +525,7 @@ mod tests {
         let wants = [200, 422, 503, 429, 408, 302, 404, 204, 500, 200];
         let batch = records(wants.iter().map(|w| json!({ "want": w })));
 
-        let results = deliver(&connector, Uuid::now_v7(), &batch).await;
+        let results = deliver(&connector, JobId::new(), &batch).await;
 
         let seqs: Vec<i64> = results.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (100..110).collect::<Vec<_>>());
@@ -587,7 +587,7 @@ mod tests {
         spec.timeout_ms = 200;
         let connector = HttpClient::new(true).connector(spec);
         let started = Instant::now();
-        let results = deliver(&connector, Uuid::now_v7(), &records([json!({"id": 1})])).await;
+        let results = deliver(&connector, JobId::new(), &records([json!({"id": 1})])).await;
         assert_eq!(
             results[0].outcome,
             Outcome::Transient("timed out after 200 ms".into())
@@ -601,7 +601,7 @@ mod tests {
         let mut spec = spec("http://user:hunter22@127.0.0.1:1/import".into());
         spec.timeout_ms = 1_000;
         let connector = HttpClient::new(true).connector(spec);
-        let results = deliver(&connector, Uuid::now_v7(), &records([json!({"id": 1})])).await;
+        let results = deliver(&connector, JobId::new(), &records([json!({"id": 1})])).await;
         assert_eq!(
             results[0].outcome,
             Outcome::Transient("connection refused".into())
@@ -623,7 +623,7 @@ mod tests {
             cancel: cancel.clone(),
             ..Stop::default()
         };
-        let results = connector.deliver(Uuid::now_v7(), &batch, &stop).await;
+        let results = connector.deliver(JobId::new(), &batch, &stop).await;
         assert!(results.iter().all(|r| r.outcome == Outcome::NotAttempted));
         assert_eq!(
             results.iter().map(|r| r.seq).collect::<Vec<_>>(),
@@ -654,7 +654,7 @@ mod tests {
             cancel: cancel.clone(),
             ..Stop::default()
         };
-        let results = connector.deliver(Uuid::now_v7(), &batch, &stop).await;
+        let results = connector.deliver(JobId::new(), &batch, &stop).await;
         let took = started.elapsed();
         canceller.await.unwrap();
 
@@ -696,7 +696,7 @@ mod tests {
             format!("http://[::ffff:127.0.0.1]:{port}/x"),
         ] {
             let connector = client.connector(spec(url.clone()));
-            let results = deliver(&connector, Uuid::now_v7(), &records([json!({"id": 1})])).await;
+            let results = deliver(&connector, JobId::new(), &records([json!({"id": 1})])).await;
             match &results[0].outcome {
                 Outcome::Permanent(m) => {
                     assert!(m.contains("private"), "{url}: {m}");

@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
+use entity::JobId;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 pub mod fields;
 pub mod http;
@@ -40,7 +40,7 @@ pub trait Connector: Send + Sync {
     /// Delivers `records` of job `job_id`. Returns one result per record, in order.
     fn deliver<'a>(
         &'a self,
-        job_id: Uuid,
+        job_id: JobId,
         records: &'a [RecordToDeliver],
         stop: &'a Stop,
     ) -> BoxFuture<'a, Vec<RecordResult>>;

@@ -27,12 +27,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use entity::JobId;
 use futures::{FutureExt, future::BoxFuture};
 use sea_orm::sqlx::{
     self, ConnectOptions, Executor,
     postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgPool, PgPoolOptions, PgSslMode},
 };
-use uuid::Uuid;
 
 use super::{
     Connector, INTERRUPTED, Outcome, RecordResult, RecordToDeliver, Stop,
@@ -470,7 +470,7 @@ pub struct PostgresConnector {
 impl Connector for PostgresConnector {
     fn deliver<'a>(
         &'a self,
-        _job_id: Uuid,
+        _job_id: JobId,
         records: &'a [RecordToDeliver],
         stop: &'a Stop,
     ) -> BoxFuture<'a, Vec<RecordResult>> {
@@ -935,7 +935,7 @@ mod tests {
 
     impl TestDb {
         async fn new(schema: &str) -> Self {
-            let name = format!("freight_dest_{}", Uuid::new_v4().simple());
+            let name = format!("freight_dest_{}", uuid::Uuid::new_v4().simple());
             let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
             sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
                 .execute(&mut admin)
@@ -1026,7 +1026,7 @@ mod tests {
         batch: &[RecordToDeliver],
     ) -> Vec<RecordResult> {
         connector
-            .deliver(Uuid::now_v7(), batch, &Stop::default())
+            .deliver(JobId::new(), batch, &Stop::default())
             .await
     }
 
@@ -1425,7 +1425,7 @@ mod tests {
             cancel,
             ..Stop::default()
         };
-        let results = connector.deliver(Uuid::now_v7(), &batch, &stop).await;
+        let results = connector.deliver(JobId::new(), &batch, &stop).await;
         assert!(results.iter().all(|r| r.outcome == Outcome::NotAttempted));
         assert!(db.rows("SELECT id, name, age FROM people").await.is_empty());
         cache.close().await;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use entity::batch::BatchStatus;
+use entity::{batch::BatchStatus, job_record::RecordStatus, record_log::RecordOutcome};
 
 use super::{delivery::Outcome, retry_policy::RetryPolicy};
 
@@ -26,11 +26,11 @@ pub struct AttemptResult {
 pub struct Rows {
     pub seq: Vec<i64>,
     pub attempt: Vec<i32>,
-    pub log_status: Vec<&'static str>,
+    pub log_status: Vec<RecordOutcome>,
     pub error: Vec<Option<String>>,
     pub duration: Vec<i32>,
     pub rec_seq: Vec<i64>,
-    pub rec_status: Vec<&'static str>,
+    pub rec_status: Vec<RecordStatus>,
     pub rec_attempts: Vec<i32>,
     pub rec_error: Vec<Option<String>>,
     pub dead_seq: Vec<i64>,
@@ -39,7 +39,7 @@ pub struct Rows {
 }
 
 impl Rows {
-    fn log(&mut self, r: &AttemptResult, status: &'static str, error: Option<String>) {
+    fn log(&mut self, r: &AttemptResult, status: RecordOutcome, error: Option<String>) {
         self.seq.push(r.seq);
         self.attempt.push(r.attempt);
         self.log_status.push(status);
@@ -49,14 +49,19 @@ impl Rows {
 
     /// A final failure: the log row, the record's status and its dead letter.
     fn dead_letter(&mut self, r: &AttemptResult, error: String) {
-        self.log(r, "dead_lettered", Some(error.clone()));
-        self.record(r.seq, "dead_lettered", r.attempt, Some(error.clone()));
+        self.log(r, RecordOutcome::DeadLettered, Some(error.clone()));
+        self.record(
+            r.seq,
+            RecordStatus::DeadLettered,
+            r.attempt,
+            Some(error.clone()),
+        );
         self.dead_seq.push(r.seq);
         self.dead_error.push(error);
         self.dead_attempts.push(r.attempt);
     }
 
-    fn record(&mut self, seq: i64, status: &'static str, attempts: i32, error: Option<String>) {
+    fn record(&mut self, seq: i64, status: RecordStatus, attempts: i32, error: Option<String>) {
         self.rec_seq.push(seq);
         self.rec_status.push(status);
         self.rec_attempts.push(attempts);
@@ -187,8 +192,8 @@ impl Tally {
         let (rows, out) = (&mut self.rows, &mut self.counts);
         match &r.outcome {
             Outcome::Succeeded => {
-                rows.log(r, "succeeded", None);
-                rows.record(r.seq, "succeeded", r.attempt, None);
+                rows.log(r, RecordOutcome::Succeeded, None);
+                rows.record(r.seq, RecordStatus::Succeeded, r.attempt, None);
                 out.succeeded += 1;
             }
             Outcome::Permanent(e) => {
@@ -198,9 +203,13 @@ impl Tally {
             Outcome::Transient(e) if cancelling => {
                 // Failed, and the job was cancelled meanwhile: no retry, the record ends
                 // cancelled (its terminal row follows the failed attempt's row).
-                rows.log(r, "failed", Some(stored(e)));
-                rows.log(r, "cancelled", Some("job cancelled before a retry".into()));
-                rows.record(r.seq, "cancelled", r.attempt, Some(stored(e)));
+                rows.log(r, RecordOutcome::Failed, Some(stored(e)));
+                rows.log(
+                    r,
+                    RecordOutcome::Cancelled,
+                    Some("job cancelled before a retry".into()),
+                );
+                rows.record(r.seq, RecordStatus::Cancelled, r.attempt, Some(stored(e)));
                 out.cancelled += 1;
             }
             Outcome::Transient(e) if r.attempt >= policy.max_attempts as i32 => {
@@ -209,8 +218,8 @@ impl Tally {
                 out.dead_lettered += 1;
             }
             Outcome::Transient(e) => {
-                rows.log(r, "failed", Some(stored(e)));
-                rows.record(r.seq, "pending", r.attempt, Some(stored(e)));
+                rows.log(r, RecordOutcome::Failed, Some(stored(e)));
+                rows.record(r.seq, RecordStatus::Pending, r.attempt, Some(stored(e)));
                 out.retrying += 1;
                 self.retry_attempt = self.retry_attempt.max(r.attempt);
             }
@@ -221,8 +230,8 @@ impl Tally {
                     ..r.clone()
                 };
                 let why = "job cancelled before this record was delivered";
-                rows.log(&before, "cancelled", Some(why.into()));
-                rows.record(r.seq, "cancelled", before.attempt, None);
+                rows.log(&before, RecordOutcome::Cancelled, Some(why.into()));
+                rows.record(r.seq, RecordStatus::Cancelled, before.attempt, None);
                 out.cancelled += 1;
             }
             Outcome::NotAttempted => {
@@ -234,7 +243,7 @@ impl Tally {
             Outcome::Deferred(e) => {
                 // Not an attempt either (no log row, attempts unchanged), so no number of
                 // these dead-letters a record; the error shows why it waits.
-                rows.record(r.seq, "pending", r.attempt - 1, Some(stored(e)));
+                rows.record(r.seq, RecordStatus::Pending, r.attempt - 1, Some(stored(e)));
                 out.retrying += 1;
                 self.deferred = true;
             }
@@ -278,7 +287,7 @@ mod tests {
         let early = classify(&[result(1, 1, Outcome::Transient("503".into()))], false);
         assert!(matches!(early.next, Next::Retry(_)));
         assert_eq!(early.counts.retrying, 1);
-        assert_eq!(early.rows.rec_status, ["pending"]);
+        assert_eq!(early.rows.rec_status, [RecordStatus::Pending]);
         let last = classify(
             &[result(
                 1,

@@ -1,6 +1,7 @@
 //! The audit trail's vocabulary: who acted ([`Actor`]), what they did (the actions the
 //! table's CHECK lists) and the event a change writes in its own transaction.
 
+use entity::TenantId;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -46,7 +47,7 @@ pub const TENANT_UPDATED: &str = "tenant.updated";
 /// One event to write.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub actor: Actor,
     pub action: &'static str,
     /// `tenant`, `api_key`, `job`, `batch` or `dead_letters`.
@@ -59,7 +60,7 @@ pub struct NewEvent {
 impl NewEvent {
     /// An event about one of `tenant_id`'s resources.
     pub fn new(
-        tenant_id: Uuid,
+        tenant_id: TenantId,
         actor: &Actor,
         action: &'static str,
         target_type: &'static str,

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use entity::TenantId;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::postgres_url::PostgresUrl;
-use uuid::Uuid;
 
 use crate::{
     error::Problems,
@@ -381,7 +381,7 @@ impl Destination {
     /// The destination as stored: its whole URL and every header value sealed with the
     /// current key, and the URL's redacted form kept beside it for responses. Stored as
     /// given when the keyring is disabled.
-    pub fn sealed(&self, keyring: &Keyring, tenant_id: Uuid) -> Destination {
+    pub fn sealed(&self, keyring: &Keyring, tenant_id: TenantId) -> Destination {
         self.map_secrets(
             |field, v| Ok::<_, std::convert::Infallible>(keyring.seal(tenant_id, field, v)),
             |url, _| Some(redact_url(url)),
@@ -392,7 +392,7 @@ impl Destination {
     /// The destination with every secret opened (for delivery only: never log it).
     /// Destinations stored by earlier versions, whose URL holds sealed parts rather than
     /// being sealed whole, open too.
-    pub fn opened(&self, keyring: &Keyring, tenant_id: Uuid) -> Result<Destination, OpenError> {
+    pub fn opened(&self, keyring: &Keyring, tenant_id: TenantId) -> Result<Destination, OpenError> {
         self.map_secrets(
             |field, v| {
                 let opened = keyring.open(tenant_id, field, v)?;
@@ -412,7 +412,11 @@ impl Destination {
     /// sealed with an old key, stored in the clear, or stored by an earlier version's
     /// per-part sealing are opened and sealed again; values already sealed with the
     /// current key are kept as they are.
-    pub fn resealed(&self, keyring: &Keyring, tenant_id: Uuid) -> Result<Destination, OpenError> {
+    pub fn resealed(
+        &self,
+        keyring: &Keyring,
+        tenant_id: TenantId,
+    ) -> Result<Destination, OpenError> {
         self.map_secrets(
             |field, v| {
                 let plain = if field == "url" && !secrets::is_sealed(v) {
@@ -627,7 +631,7 @@ mod tests {
         use super::*;
         use crate::secrets::{generate_key, is_sealed};
 
-        const TENANT: Uuid = Uuid::from_u128(7);
+        const TENANT: TenantId = TenantId(uuid::Uuid::from_u128(7));
 
         fn ring(keys: &[&str]) -> Keyring {
             Keyring::from_keys(keys[0], &keys[1..]).unwrap()

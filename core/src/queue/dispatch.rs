@@ -11,6 +11,7 @@ use std::time::Duration;
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
 use apalis_redis::{Config, RedisStorage};
 use chrono::{DateTime, Utc};
+use entity::BatchId;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -20,7 +21,7 @@ use crate::error::{Error, Result};
 /// The one message type: deliver this batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliverBatch {
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
 }
 
 /// The apalis-redis queue configuration shared by the pushers and the workers. The queue
@@ -48,7 +49,7 @@ impl Dispatcher {
     }
 
     /// Pushes one message per batch, due now.
-    pub async fn push_now(&self, batch_ids: &[Uuid]) -> Result<()> {
+    pub async fn push_now(&self, batch_ids: &[BatchId]) -> Result<()> {
         let mut storage = self.storage.clone();
         for &batch_id in batch_ids {
             let task = TaskBuilder::new(DeliverBatch { batch_id })
@@ -62,7 +63,7 @@ impl Dispatcher {
     /// Pushes a message due at `at`. apalis-redis schedules in whole seconds, so the
     /// message is scheduled at the second `at` falls in (up to a second early); the
     /// worker waits out the remainder before delivering.
-    pub async fn push_at(&self, batch_id: Uuid, at: DateTime<Utc>) -> Result<()> {
+    pub async fn push_at(&self, batch_id: BatchId, at: DateTime<Utc>) -> Result<()> {
         let secs = at.timestamp().max(0) as u64;
         let task = TaskBuilder::new(DeliverBatch { batch_id })
             .task_id(fresh_id())

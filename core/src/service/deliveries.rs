@@ -1,8 +1,7 @@
 //! Recording a batch attempt: the worker's one write per batch.
 
 use chrono::{DateTime, Utc};
-use entity::batch::BatchStatus;
-use uuid::Uuid;
+use entity::{BatchId, batch::BatchStatus, job::JobStatus};
 
 use super::Services;
 use crate::{
@@ -27,7 +26,7 @@ pub struct Recorded {
     /// When set, push a delayed message for this batch at this time.
     pub retry_at: Option<DateTime<Utc>>,
     /// Batches newly queued (this job's window, or jobs admitted): push them now.
-    pub to_dispatch: Vec<Uuid>,
+    pub to_dispatch: Vec<BatchId>,
     pub job_finished: Option<Finalized>,
     pub counts: Counts,
 }
@@ -100,7 +99,7 @@ impl Services {
             return Ok(None);
         };
         let job_status = ledger::job_status(&txn, batch.job_id, lock == JobLock::First).await?;
-        let classified = attempt.classify(job_status != "running", Utc::now());
+        let classified = attempt.classify(job_status != JobStatus::Running, Utc::now());
         let status = match classified.next {
             Next::Succeeded if ledger::has_dead_letters(&txn, batch).await? => BatchStatus::Failed,
             next => next.status(),

@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, Utc};
 use entity::{
+    JobId, TenantId,
     job::{self, JobStatus},
     tenant,
 };
 use futures::{Stream, StreamExt};
 use sea_orm::{ActiveEnum, DatabaseConnection, TransactionTrait};
-use uuid::Uuid;
 
 use super::Services;
 use crate::{
@@ -66,7 +66,7 @@ impl Services {
     /// job; the same key with another body is a validation error.
     pub async fn create_job(
         &self,
-        tenant_id: Uuid,
+        tenant_id: TenantId,
         request: CreateJobRequest<'_>,
         idempotency: Option<Idempotency>,
         actor: &Actor,
@@ -101,7 +101,7 @@ impl Services {
     /// tries once more and finds the winner's job.
     async fn store_job(
         &self,
-        tenant_id: Uuid,
+        tenant_id: TenantId,
         mut new: NewJob<'_>,
         idempotency: Option<Idempotency>,
         actor: &Actor,
@@ -141,8 +141,8 @@ impl Services {
     /// `max_pending_records`.
     pub async fn append_records<E, S>(
         &self,
-        tenant_id: Uuid,
-        job_id: Uuid,
+        tenant_id: TenantId,
+        job_id: JobId,
         chunks: impl FnOnce(Option<String>) -> S,
     ) -> std::result::Result<Appended, E>
     where
@@ -179,7 +179,7 @@ impl Services {
 
     /// Closes an upload: plans the batches, queues the job, and admits it if the tenant
     /// has a free job slot. Returns the job as it now stands.
-    pub async fn start_job(&self, tenant_id: Uuid, job_id: Uuid) -> Result<job::Model> {
+    pub async fn start_job(&self, tenant_id: TenantId, job_id: JobId) -> Result<job::Model> {
         let txn = self.db.begin().await?;
         let job = jobs::lock(&txn, tenant_id, job_id).await?;
         require_awaiting_upload(&job, "a job can be started")?;
@@ -203,8 +203,8 @@ impl Services {
     /// transaction (a repeated cancel writes none).
     pub async fn cancel_job(
         &self,
-        tenant_id: Uuid,
-        job_id: Uuid,
+        tenant_id: TenantId,
+        job_id: JobId,
         actor: &Actor,
     ) -> Result<Cancelled> {
         let txn = self.db.begin().await?;
@@ -239,7 +239,7 @@ impl Services {
             actor,
             audit::JOB_CANCELLED,
             "job",
-            Some(job_id),
+            Some(job_id.into()),
             details,
         );
         store::audit::record(&txn, event).await?;
@@ -261,7 +261,7 @@ impl Services {
     /// Cancels every unfinished job of a tenant (awaiting upload, queued or running): the
     /// operator's kill switch, beside suspension (which stops new work but keeps the
     /// jobs). Jobs that finish meanwhile are left out.
-    pub async fn cancel_all_jobs(&self, tenant_id: Uuid) -> Result<Vec<Cancelled>> {
+    pub async fn cancel_all_jobs(&self, tenant_id: TenantId) -> Result<Vec<Cancelled>> {
         self.tenant(tenant_id).await?;
         let mut done = Vec::new();
         for job_id in lifecycle::unfinished_jobs(&self.db, tenant_id).await? {
@@ -275,7 +275,7 @@ impl Services {
     }
 
     /// The tenant, or not found.
-    pub(super) async fn tenant(&self, tenant_id: Uuid) -> Result<tenant::Model> {
+    pub(super) async fn tenant(&self, tenant_id: TenantId) -> Result<tenant::Model> {
         tenants::get(&self.db, tenant_id)
             .await?
             .ok_or(Error::NotFound("tenant"))
@@ -284,7 +284,11 @@ impl Services {
 
 /// The job an idempotency key made within its window, or a validation error if the key
 /// came with another body. A key whose window has passed is freed to name a new job.
-async fn replay(txn: &PgTxn, tenant_id: Uuid, idem: &Idempotency) -> Result<Option<job::Model>> {
+async fn replay(
+    txn: &PgTxn,
+    tenant_id: TenantId,
+    idem: &Idempotency,
+) -> Result<Option<job::Model>> {
     let Some(existing) = jobs::find_by_idempotency_key(txn, tenant_id, &idem.key).await? else {
         return Ok(None);
     };
@@ -306,7 +310,7 @@ async fn replay(txn: &PgTxn, tenant_id: Uuid, idem: &Idempotency) -> Result<Opti
 /// limit last, under the tenant row's lock) and its audit event.
 async fn write_job(
     txn: &PgTxn,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     new: &NewJob<'_>,
     idempotency: Option<&Idempotency>,
     actor: &Actor,
@@ -329,7 +333,7 @@ async fn write_job(
         actor,
         audit::JOB_CREATED,
         "job",
-        Some(job.id),
+        Some(job.id.into()),
         details,
     );
     store::audit::record(txn, event).await?;
@@ -398,7 +402,7 @@ async fn append_locked<E: From<Error>>(
 async fn number(
     db: &DatabaseConnection,
     reserved: &Mutex<Reserved>,
-    job_id: Uuid,
+    job_id: JobId,
     records: Vec<Staged>,
 ) -> Result<records::Numbered> {
     let n = records.len() as i64;

@@ -1,7 +1,7 @@
 //! API keys: creation (the caller hashes the secret, under its own bound on hashing) and
 //! revocation.
 
-use entity::api_key;
+use entity::{TenantId, api_key};
 use sea_orm::TransactionTrait;
 use uuid::Uuid;
 
@@ -24,7 +24,7 @@ impl Services {
     /// row's lock, so two creations cannot both take the last place).
     pub async fn create_key(
         &self,
-        tenant_id: Uuid,
+        tenant_id: TenantId,
         spec: KeySpec,
         key: &ApiKey,
         secret_hash: String,
@@ -72,7 +72,7 @@ impl Services {
     pub async fn revoke_key(
         &self,
         key_id: Uuid,
-        tenant_id: Option<Uuid>,
+        tenant_id: Option<TenantId>,
         actor: &Actor,
     ) -> Result<Revoked> {
         let txn = self.db.begin().await?;

@@ -15,9 +15,9 @@ mod tenants;
 
 use std::sync::Arc;
 
+use entity::{BatchId, TenantId};
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::Semaphore;
-use uuid::Uuid;
 
 pub use deliveries::Recorded;
 pub use jobs::{Appended, Cancelled, Created};
@@ -62,7 +62,7 @@ impl Services {
     /// Pushes batches a commit queued. A failed push is not the caller's problem: the
     /// batches are queued in Postgres, and the reconciler re-dispatches what Redis did
     /// not get.
-    pub async fn dispatch(&self, batch_ids: &[Uuid]) {
+    pub async fn dispatch(&self, batch_ids: &[BatchId]) {
         if let Err(e) = self.dispatcher.push_now(batch_ids).await {
             tracing::warn!(error = %e, batches = batch_ids.len(), "dispatch failed; the reconciler will retry");
         }
@@ -70,14 +70,14 @@ impl Services {
 
     /// Admits the tenant's queued jobs up to its limit, in a transaction of its own, and
     /// dispatches their first batches.
-    pub async fn admit(&self, tenant_id: Uuid) -> Result<()> {
+    pub async fn admit(&self, tenant_id: TenantId) -> Result<()> {
         let batches = self.admitted(tenant_id).await?;
         self.dispatch(&batches).await;
         Ok(())
     }
 
     /// [`admit`](Self::admit) without the dispatch: the batches to push.
-    pub async fn admitted(&self, tenant_id: Uuid) -> Result<Vec<Uuid>> {
+    pub async fn admitted(&self, tenant_id: TenantId) -> Result<Vec<BatchId>> {
         let txn = self.db.begin().await?;
         let batches = windows::admit(&txn, tenant_id).await?;
         txn.commit().await?;

@@ -1,8 +1,8 @@
 //! The reconciler's writes: each in a transaction of its own, so one busy job never holds
 //! up the pass. What to look at comes from `store::reconcile`'s scans.
 
+use entity::{BatchId, JobId};
 use sea_orm::TransactionTrait;
-use uuid::Uuid;
 
 use super::Services;
 use crate::{
@@ -16,7 +16,7 @@ use crate::{
 impl Services {
     /// Refills the windows of running jobs with pending batches and room, skipping a job
     /// another transaction holds (it refills its window itself). Returns batches to push.
-    pub async fn refill_windows(&self, limit: i64) -> Result<Vec<Uuid>> {
+    pub async fn refill_windows(&self, limit: i64) -> Result<Vec<BatchId>> {
         let mut dispatch = Vec::new();
         for job_id in reconcile::jobs_with_room(&self.db, limit).await? {
             let txn = self.db.begin().await?;
@@ -30,7 +30,7 @@ impl Services {
 
     /// Finalises running or cancelling jobs left with no unfinished batch, admitting the
     /// tenant's next jobs. Returns batches to push and how many jobs finished.
-    pub async fn finalize_stragglers(&self, limit: i64) -> Result<(Vec<Uuid>, usize)> {
+    pub async fn finalize_stragglers(&self, limit: i64) -> Result<(Vec<BatchId>, usize)> {
         let mut dispatch = Vec::new();
         let mut finalized = 0;
         for (job_id, tenant_id) in reconcile::stragglers(&self.db, limit).await? {
@@ -54,9 +54,9 @@ impl Services {
     /// cancelling.
     pub async fn cancel_abandoned(
         &self,
-        job_id: Uuid,
+        job_id: JobId,
         stale_after_secs: f64,
-    ) -> Result<Option<Vec<Uuid>>> {
+    ) -> Result<Option<Vec<BatchId>>> {
         let txn = self.db.begin().await?;
         let Some(tenant_id) = lifecycle::lock_cancelling(&txn, job_id).await? else {
             return Ok(None);

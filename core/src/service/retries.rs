@@ -1,7 +1,7 @@
 //! Re-running what failed for good: a job's dead letters, one failed batch, or chosen
 //! dead letters. Each re-opens exactly those records as new attempts.
 
-use entity::{batch::BatchStatus, job::JobStatus};
+use entity::{BatchId, JobId, TenantId, batch::BatchStatus, job::JobStatus};
 use sea_orm::TransactionTrait;
 use uuid::Uuid;
 
@@ -20,11 +20,11 @@ use crate::{
 #[derive(Debug, Clone)]
 pub enum RetryTarget {
     /// `POST /jobs/{id}/retry`: the job's dead letters. A cancelled job cannot be retried.
-    Job(Uuid),
+    Job(JobId),
     /// `POST /batches/{id}/retry`: one failed batch's dead letters.
-    Batch(Uuid),
+    Batch(BatchId),
     /// `POST /dead-letters/requeue` by job.
-    DeadLettersOfJob(Uuid),
+    DeadLettersOfJob(JobId),
     /// `POST /dead-letters/requeue` by id: other tenants' ids are neither re-run nor counted.
     DeadLetters(Vec<Uuid>),
 }
@@ -35,7 +35,7 @@ pub struct Requeued {
     /// Dead letters re-opened.
     pub requeued: i64,
     /// The jobs they belong to (whose cached views are stale now).
-    pub jobs: Vec<Uuid>,
+    pub jobs: Vec<JobId>,
 }
 
 impl Services {
@@ -48,7 +48,7 @@ impl Services {
     /// the same transaction when anything was re-opened.
     pub async fn retry(
         &self,
-        tenant_id: Uuid,
+        tenant_id: TenantId,
         target: RetryTarget,
         actor: &Actor,
     ) -> Result<Requeued> {
@@ -67,7 +67,7 @@ impl Services {
     /// that does not exist for the tenant is not found, one that cannot be retried a conflict.
     async fn check_target(
         &self,
-        tenant_id: Uuid,
+        tenant_id: TenantId,
         target: RetryTarget,
         actor: &Actor,
     ) -> Result<(RequeueScope, &'static str, NewEvent)> {
@@ -87,7 +87,7 @@ impl Services {
                 if matches!(job.status, JobStatus::Cancelling | JobStatus::Cancelled) {
                     return Err(Error::Conflict("a cancelled job cannot be retried".into()));
                 }
-                let event = event(audit::JOB_RETRIED, "job", Some(id));
+                let event = event(audit::JOB_RETRIED, "job", Some(id.into()));
                 (RequeueScope::Job(id), "job_id", event)
             }
             RetryTarget::Batch(id) => {
@@ -95,12 +95,12 @@ impl Services {
                 if batch.status != BatchStatus::Failed {
                     return Err(Error::Conflict("only a failed batch can be retried".into()));
                 }
-                let event = event(audit::BATCH_RETRIED, "batch", Some(id));
+                let event = event(audit::BATCH_RETRIED, "batch", Some(id.into()));
                 (RequeueScope::Batch(id), "batch_id", event)
             }
             RetryTarget::DeadLettersOfJob(id) => {
                 jobs::get(&self.db, tenant_id, id).await?;
-                let event = event(audit::DEAD_LETTERS_REQUEUED, "job", Some(id));
+                let event = event(audit::DEAD_LETTERS_REQUEUED, "job", Some(id.into()));
                 (RequeueScope::Job(id), "job_id", event)
             }
             RetryTarget::DeadLetters(ids) => {
@@ -115,7 +115,7 @@ impl Services {
     /// windows, checks the tenant's pending limit, admits queued jobs, writes the event.
     async fn requeue(
         &self,
-        tenant_id: Uuid,
+        tenant_id: TenantId,
         scope: RequeueScope,
         field: &str,
         event: NewEvent,

@@ -1,7 +1,7 @@
 //! `freight secrets rotate`: re-sealing every stored destination with the current key.
 
+use entity::{JobId, TenantId};
 use sea_orm::DatabaseConnection;
-use uuid::Uuid;
 
 use crate::{
     domain::destination::Destination,
@@ -19,7 +19,7 @@ pub struct Resealed {
     pub changed: u64,
     /// Jobs left as they were because a secret would not open: `(job id, why)`. The
     /// reason names a key id or a field, never a value.
-    pub failed: Vec<(Uuid, String)>,
+    pub failed: Vec<(JobId, String)>,
 }
 
 /// Re-seals every job's destination secrets with `keyring`'s current key, `batch_size`
@@ -37,7 +37,7 @@ pub async fn rotate(
         ));
     }
     let mut report = Resealed::default();
-    let mut after = Uuid::nil();
+    let mut after = JobId::default();
     loop {
         let rows = jobs::destinations_after(db, after, batch_size).await?;
         let Some(last) = rows.last() else { break };
@@ -65,7 +65,7 @@ pub async fn rotate(
 /// The stored destination re-sealed, as JSON text, or `None` if nothing changes.
 fn reseal(
     keyring: &Keyring,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     raw: &str,
 ) -> std::result::Result<Option<String>, String> {
     let old: Destination = serde_json::from_str(raw)

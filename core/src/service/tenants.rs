@@ -1,8 +1,10 @@
 //! Tenants as operators run them: create, change (suspend, reinstate, limits).
 
-use entity::tenant::{self, TenantStatus};
+use entity::{
+    TenantId,
+    tenant::{self, TenantStatus},
+};
 use sea_orm::TransactionTrait;
-use uuid::Uuid;
 
 use super::Services;
 use crate::{
@@ -32,7 +34,7 @@ impl Services {
             &Actor::Operator,
             audit::TENANT_CREATED,
             "tenant",
-            Some(tenant.id),
+            Some(tenant.id.into()),
             details,
         );
         store::audit::record(&txn, event).await?;
@@ -46,7 +48,7 @@ impl Services {
     /// not at the reconciler's next pass; a suspended tenant's waits: workers claim none.
     pub async fn update_tenant(
         &self,
-        id: Uuid,
+        id: TenantId,
         request: UpdateTenantRequest,
     ) -> Result<tenant::Model> {
         let patch = request.validate()?;
@@ -59,7 +61,7 @@ impl Services {
             &Actor::Operator,
             audit::TENANT_UPDATED,
             "tenant",
-            Some(id),
+            Some(id.into()),
             patch.audit_details(),
         );
         store::audit::record(&txn, event).await?;
@@ -73,7 +75,7 @@ impl Services {
     /// Moves an active tenant's work: its queued and due batches (whose messages workers
     /// dropped while it was suspended), its running jobs' windows refilled, its queued
     /// jobs admitted.
-    async fn resume_tenant(&self, tenant_id: Uuid) -> Result<()> {
+    async fn resume_tenant(&self, tenant_id: TenantId) -> Result<()> {
         let txn = self.db.begin().await?;
         let mut batches = lifecycle::redispatch_waiting(&txn, tenant_id).await?;
         for job_id in lifecycle::lock_running(&txn, tenant_id).await? {
@@ -88,7 +90,7 @@ impl Services {
     /// Sets the tenant's default retry policy, used by its jobs created without `retry`.
     pub async fn set_default_retry(
         &self,
-        tenant_id: Uuid,
+        tenant_id: TenantId,
         input: RetryPolicyInput,
     ) -> Result<RetryPolicy> {
         let mut problems = Problems::default();

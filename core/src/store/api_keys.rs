@@ -1,17 +1,18 @@
 //! `api_keys`.
 
 use chrono::{DateTime, Utc};
-use entity::{api_key, tenant::TenantStatus};
+use entity::{TenantId, api_key, tenant::TenantStatus};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, Set, Statement,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait,
+    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, Set, Statement,
+    sea_query::{Expr, ExprTrait},
 };
 use uuid::Uuid;
 
 use crate::{domain::api_key::Scopes, error::Result};
 
 pub struct NewApiKey {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub name: Option<String>,
     pub public_id: String,
     pub secret_hash: String,
@@ -38,27 +39,28 @@ pub async fn create(db: &impl ConnectionTrait, new: NewApiKey) -> Result<api_key
 /// The tenant's keys that still work (neither revoked nor expired), counted under the
 /// tenant row's lock: two creations for one tenant take turns, so neither can take the
 /// tenant past its limit of active keys. Call it in the creating transaction.
-pub async fn count_active_locked(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<i64> {
+pub async fn count_active_locked(db: &impl ConnectionTrait, tenant_id: TenantId) -> Result<i64> {
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE",
         [tenant_id.into()],
     ))
     .await?;
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT count(*)::bigint AS n FROM api_keys WHERE tenant_id = $1
-               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
-            [tenant_id.into()],
-        ))
-        .await?
-        .ok_or_else(|| crate::Error::internal("count returned no row"))?;
-    Ok(row.try_get("", "n")?)
+    use api_key::Column as K;
+    let live = Condition::any()
+        .add(K::ExpiresAt.is_null())
+        .add(Expr::col(K::ExpiresAt).gt(Expr::current_timestamp()));
+    let n = api_key::Entity::find()
+        .filter(K::TenantId.eq(tenant_id))
+        .filter(K::RevokedAt.is_null())
+        .filter(live)
+        .count(db)
+        .await?;
+    Ok(n as i64)
 }
 
 /// The tenant's keys, newest first, revoked ones included.
-pub async fn list(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<api_key::Model>> {
+pub async fn list(db: &impl ConnectionTrait, tenant_id: TenantId) -> Result<Vec<api_key::Model>> {
     Ok(api_key::Entity::find()
         .filter(api_key::Column::TenantId.eq(tenant_id))
         .order_by_desc(api_key::Column::CreatedAt)
@@ -70,7 +72,7 @@ pub async fn list(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<api_
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct KeyForAuth {
     pub id: Uuid,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub secret_hash: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -104,7 +106,7 @@ pub async fn find_for_auth(
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct Revoked {
     pub public_id: String,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     /// True if this call revoked it; false if it already was.
     pub now: bool,
 }
@@ -115,7 +117,7 @@ pub struct Revoked {
 pub async fn revoke(
     db: &impl ConnectionTrait,
     key_id: Uuid,
-    tenant_id: Option<Uuid>,
+    tenant_id: Option<TenantId>,
 ) -> Result<Option<Revoked>> {
     Ok(Revoked::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -133,7 +135,7 @@ pub async fn revoke(
 pub struct Invalidated {
     pub key_id: Uuid,
     pub public_id: String,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     /// The key itself was revoked.
     pub revoked: bool,
     /// The tenant row's `updated_at` now: a cache entry read from an older version of

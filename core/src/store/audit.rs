@@ -10,6 +10,7 @@
 //! Details never hold secrets: no API key, no destination URL or header, no payload.
 
 use chrono::{DateTime, Utc};
+use entity::TenantId;
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement};
 use serde::Serialize;
 use serde_json::Value;
@@ -66,7 +67,7 @@ pub struct AuditEvent {
 /// Which events to list.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub action: Option<String>,
     /// Events at or after this time.
     pub since: Option<DateTime<Utc>>,

@@ -2,10 +2,12 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use entity::{batch::BatchStatus, job};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TryGetable};
+use entity::{BatchId, JobId, TenantId, batch::BatchStatus, job};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, Statement,
+    sea_query::Expr,
+};
 use serde::Serialize;
-use uuid::Uuid;
 
 use super::windows;
 use crate::error::Result;
@@ -78,23 +80,24 @@ impl BatchCounts {
 /// Batch counts for several jobs in one grouped, index-only query.
 pub async fn counts(
     db: &impl ConnectionTrait,
-    job_ids: &[Uuid],
-) -> Result<HashMap<Uuid, BatchCounts>> {
-    let mut out: HashMap<Uuid, BatchCounts> = HashMap::new();
+    job_ids: &[JobId],
+) -> Result<HashMap<JobId, BatchCounts>> {
+    let mut out: HashMap<JobId, BatchCounts> = HashMap::new();
     if job_ids.is_empty() {
         return Ok(out);
     }
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT job_id, status, count(*)::bigint AS n FROM batches WHERE job_id = ANY($1) GROUP BY 1, 2",
-            [job_ids.to_vec().into()],
-        ))
+    use entity::batch::Column as B;
+    let rows: Vec<(JobId, BatchStatus, i64)> = entity::batch::Entity::find()
+        .select_only()
+        .columns([B::JobId, B::Status])
+        .expr(Expr::cust("count(*)::bigint"))
+        .filter(B::JobId.is_in(job_ids.iter().copied()))
+        .group_by(B::JobId)
+        .group_by(B::Status)
+        .into_tuple()
+        .all(db)
         .await?;
-    for row in rows {
-        let job_id: Uuid = Uuid::try_get(&row, "", "job_id").map_err(sea_orm::DbErr::from)?;
-        let status: BatchStatus = row.try_get("", "status")?;
-        let n: i64 = row.try_get("", "n")?;
+    for (job_id, status, n) in rows {
         out.entry(job_id).or_default().add(status, n);
     }
     Ok(out)
@@ -103,9 +106,9 @@ pub async fn counts(
 /// A batch this worker has claimed, with what delivery needs from its job.
 #[derive(Debug, Clone, sea_orm::FromQueryResult)]
 pub struct ClaimedBatch {
-    pub id: Uuid,
-    pub job_id: Uuid,
-    pub tenant_id: Uuid,
+    pub id: BatchId,
+    pub job_id: JobId,
+    pub tenant_id: TenantId,
     pub seq: i32,
     pub first_record_seq: i64,
     pub last_record_seq: i64,
@@ -131,7 +134,7 @@ pub struct ClaimedBatch {
 /// job's row, has locked — the two would deadlock.
 pub async fn claim(
     db: &impl ConnectionTrait,
-    batch_id: Uuid,
+    batch_id: BatchId,
     worker_id: &str,
     stale_after_secs: f64,
 ) -> Result<Option<ClaimedBatch>> {
@@ -204,12 +207,12 @@ pub async fn pending_records(
 #[derive(Debug, Default)]
 pub struct Beat {
     /// Go on.
-    pub keep: Vec<Uuid>,
+    pub keep: Vec<BatchId>,
     /// Go on with the records in flight but start no more, and give up on those in flight
     /// if they do not finish soon: the job runs more batches than its window allows now
     /// (another tenant started work and the fleet is shared again), or its tenant was
     /// suspended. The oldest claims keep their slots.
-    pub yield_: Vec<Uuid>,
+    pub yield_: Vec<BatchId>,
 }
 
 /// Refreshes the heartbeat of this worker's running batches in one statement. A batch
@@ -218,7 +221,7 @@ pub struct Beat {
 pub async fn heartbeat(
     db: &impl ConnectionTrait,
     worker_id: &str,
-    batch_ids: &[Uuid],
+    batch_ids: &[BatchId],
 ) -> Result<Beat> {
     if batch_ids.is_empty() {
         return Ok(Beat::default());
@@ -248,7 +251,7 @@ pub async fn heartbeat(
         .await?;
     let mut beat = Beat::default();
     for row in rows {
-        let id: Uuid = row.try_get("", "id")?;
+        let id: BatchId = row.try_get("", "id")?;
         if row.try_get("", "within_share")? {
             beat.keep.push(id);
         } else {
@@ -261,8 +264,8 @@ pub async fn heartbeat(
 /// One of the tenant's batches; another tenant's batch is not found.
 pub async fn get(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
-    batch_id: Uuid,
+    tenant_id: TenantId,
+    batch_id: BatchId,
 ) -> Result<entity::batch::Model> {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     entity::batch::Entity::find_by_id(batch_id)

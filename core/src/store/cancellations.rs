@@ -2,11 +2,11 @@
 //! transaction (`pg_notify`), so a worker listening hears of it at commit, not at the
 //! next poll.
 
+use entity::JobId;
 use sea_orm::{
     ConnectionTrait, DbBackend, Statement,
     sqlx::{self, postgres::PgListener},
 };
-use uuid::Uuid;
 
 use crate::error::Result;
 
@@ -14,7 +14,7 @@ use crate::error::Result;
 pub const CANCEL_CHANNEL: &str = "freight_cancel";
 
 /// Announces the job's cancel to listening workers when `txn` commits.
-pub async fn announce(txn: &impl ConnectionTrait, job_id: Uuid) -> Result<()> {
+pub async fn announce(txn: &impl ConnectionTrait, job_id: JobId) -> Result<()> {
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT pg_notify($1, $2)",
@@ -35,7 +35,7 @@ impl CancelListener {
     }
 
     /// The next cancelled job's id (payloads that are not one are skipped).
-    pub async fn next(&mut self) -> Result<Uuid, sqlx::Error> {
+    pub async fn next(&mut self) -> Result<JobId, sqlx::Error> {
         loop {
             if let Ok(job_id) = self.0.recv().await?.payload().parse() {
                 return Ok(job_id);

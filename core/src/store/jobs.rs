@@ -2,12 +2,14 @@
 //! Use cases that combine them, in one transaction, are in `service::jobs`.
 
 use chrono::Utc;
-use entity::job::{self, JobStatus};
+use entity::{
+    JobId, TenantId,
+    job::{self, JobStatus},
+};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, Set, Statement, sea_query::LockType,
 };
-use uuid::Uuid;
 
 use super::{
     page::{Page, PageRequest},
@@ -48,14 +50,14 @@ pub async fn stage_inline(
 /// Inserts the job row (its records and batches are separate statements).
 pub async fn insert(
     txn: &impl ConnectionTrait,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     new: &NewJob<'_>,
     total: i64,
     idempotency: Option<&Idempotency>,
 ) -> Result<job::Model> {
     let now = Utc::now();
     let model = job::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(JobId::new()),
         tenant_id: Set(tenant_id),
         name: Set(new.name.clone()),
         status: Set(match new.source {
@@ -89,7 +91,7 @@ pub async fn insert(
 /// The tenant's job created with this `Idempotency-Key`, however long ago.
 pub async fn find_by_idempotency_key(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     key: &str,
 ) -> Result<Option<job::Model>> {
     Ok(job::Entity::find()
@@ -100,7 +102,7 @@ pub async fn find_by_idempotency_key(
 }
 
 /// Frees a key whose 24 h window has passed, so it can name a new job.
-pub async fn release_idempotency_key(db: &impl ConnectionTrait, job_id: Uuid) -> Result<()> {
+pub async fn release_idempotency_key(db: &impl ConnectionTrait, job_id: JobId) -> Result<()> {
     job::Entity::update_many()
         .col_expr(
             job::Column::IdempotencyKey,
@@ -113,7 +115,11 @@ pub async fn release_idempotency_key(db: &impl ConnectionTrait, job_id: Uuid) ->
 }
 
 /// One of the tenant's jobs; another tenant's job is not found.
-pub async fn get(db: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uuid) -> Result<job::Model> {
+pub async fn get(
+    db: &impl ConnectionTrait,
+    tenant_id: TenantId,
+    job_id: JobId,
+) -> Result<job::Model> {
     job::Entity::find_by_id(job_id)
         .filter(job::Column::TenantId.eq(tenant_id))
         .one(db)
@@ -123,7 +129,7 @@ pub async fn get(db: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uuid) -> Re
 
 /// The jobs with these ids, of any tenant, in no order: for readers that already know
 /// whose they are (a watched or cached job view). Missing ids are left out.
-pub async fn get_many(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Vec<job::Model>> {
+pub async fn get_many(db: &impl ConnectionTrait, ids: &[JobId]) -> Result<Vec<job::Model>> {
     Ok(job::Entity::find()
         .filter(job::Column::Id.is_in(ids.iter().copied()))
         .all(db)
@@ -133,7 +139,7 @@ pub async fn get_many(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Vec<job
 /// The tenant's jobs, newest first (ids are UUID v7), optionally of one status.
 pub async fn list(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     status: Option<JobStatus>,
     page: PageRequest,
 ) -> Result<Page<job::Model>> {
@@ -147,12 +153,16 @@ pub async fn list(
     if let Some(before) = page.after {
         q = q.filter(job::Column::Id.lt(before));
     }
-    Ok(page.finish(q.all(db).await?, |j| j.id))
+    Ok(page.finish(q.all(db).await?, |j| j.id.into()))
 }
 
 /// Locks the tenant's job for the rest of `txn` (`SELECT … FOR UPDATE`): its start, its
 /// cancel, and uploads in flight to it (see [`lock_for_upload`]) exclude each other.
-pub async fn lock(txn: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uuid) -> Result<job::Model> {
+pub async fn lock(
+    txn: &impl ConnectionTrait,
+    tenant_id: TenantId,
+    job_id: JobId,
+) -> Result<job::Model> {
     locked(txn, tenant_id, job_id, LockType::Update).await
 }
 
@@ -161,16 +171,16 @@ pub async fn lock(txn: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uuid) -> 
 /// [`reserve_seqs`], not under this lock) and a start or cancel ([`lock`]) waits for.
 pub async fn lock_for_upload(
     txn: &impl ConnectionTrait,
-    tenant_id: Uuid,
-    job_id: Uuid,
+    tenant_id: TenantId,
+    job_id: JobId,
 ) -> Result<job::Model> {
     locked(txn, tenant_id, job_id, LockType::KeyShare).await
 }
 
 async fn locked(
     txn: &impl ConnectionTrait,
-    tenant_id: Uuid,
-    job_id: Uuid,
+    tenant_id: TenantId,
+    job_id: JobId,
     mode: LockType,
 ) -> Result<job::Model> {
     job::Entity::find_by_id(job_id)
@@ -202,7 +212,7 @@ pub fn require_awaiting_upload(job: &job::Model, action: &str) -> Result<()> {
 /// `synchronous_commit = off` for the statement's own transaction, in one round trip):
 /// the upload's own commit, later in the WAL, flushes it, and a reservation lost in a
 /// crash is one whose upload did not commit either.
-pub async fn reserve_seqs(db: &DatabaseConnection, job_id: Uuid, n: i64) -> Result<i64> {
+pub async fn reserve_seqs(db: &DatabaseConnection, job_id: JobId, n: i64) -> Result<i64> {
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -228,7 +238,7 @@ pub async fn reserve_seqs(db: &DatabaseConnection, job_id: Uuid, n: i64) -> Resu
 /// Guard: the upload's transaction must hold no row lock on the job beyond its
 /// `KEY SHARE` (true whenever [`add_to_total`] has not updated the row), or this
 /// statement, on another connection, would wait for a transaction that ends only after it.
-pub async fn give_back_seqs(db: &DatabaseConnection, job_id: Uuid, first: i64, last: i64) {
+pub async fn give_back_seqs(db: &DatabaseConnection, job_id: JobId, first: i64, last: i64) {
     let res = db
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -246,7 +256,7 @@ pub async fn give_back_seqs(db: &DatabaseConnection, job_id: Uuid, first: i64, l
 /// comes back.
 pub async fn add_to_total(
     txn: &impl ConnectionTrait,
-    job_id: Uuid,
+    job_id: JobId,
     added: i64,
     max_records: Option<i64>,
 ) -> Result<Option<i64>> {
@@ -276,8 +286,8 @@ pub async fn set_queued(txn: &impl ConnectionTrait, job: job::Model) -> Result<j
 
 /// A job's destination as stored, for rotation.
 pub struct StoredDestination {
-    pub id: Uuid,
-    pub tenant_id: Uuid,
+    pub id: JobId,
+    pub tenant_id: TenantId,
     /// The stored JSON, as text: the rewrite only replaces a row that still holds it.
     pub raw: String,
 }
@@ -285,7 +295,7 @@ pub struct StoredDestination {
 /// Jobs' stored destinations in id order, `limit` after `after`.
 pub async fn destinations_after(
     db: &impl ConnectionTrait,
-    after: Uuid,
+    after: JobId,
     limit: u64,
 ) -> Result<Vec<StoredDestination>> {
     let rows = db
@@ -310,7 +320,7 @@ pub async fn destinations_after(
 /// rewrites a destination, but the check is free). Returns the rows changed.
 pub async fn replace_destinations(
     db: &impl ConnectionTrait,
-    ids: Vec<Uuid>,
+    ids: Vec<JobId>,
     olds: Vec<String>,
     news: Vec<String>,
 ) -> Result<u64> {

@@ -3,9 +3,11 @@
 //! letters, the batch's new state and the job's counters.
 
 use chrono::{DateTime, Utc};
-use entity::batch::BatchStatus;
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value, sea_query::ArrayType};
-use uuid::Uuid;
+use entity::{BatchId, JobId, batch::BatchStatus, job::JobStatus};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, SelectExt, Statement, Value,
+    sea_query::ArrayType,
+};
 
 use super::{batches::ClaimedBatch, pg_txn::PgTxn};
 use crate::{
@@ -15,7 +17,7 @@ use crate::{
 };
 
 /// The job's status; with `lock`, after taking its row lock.
-pub async fn job_status(txn: &PgTxn, job_id: Uuid, lock: bool) -> Result<String> {
+pub async fn job_status(txn: &PgTxn, job_id: JobId, lock: bool) -> Result<JobStatus> {
     let sql = if lock {
         "SELECT status FROM jobs WHERE id = $1 FOR NO KEY UPDATE"
     } else {
@@ -36,10 +38,10 @@ pub async fn job_status(txn: &PgTxn, job_id: Uuid, lock: bool) -> Result<String>
 /// commit. Returns the job's status as of that lock.
 pub async fn add_to_job(
     txn: &PgTxn,
-    job_id: Uuid,
+    job_id: JobId,
     out: &Counts,
     was_retrying: i32,
-) -> Result<String> {
+) -> Result<JobStatus> {
     let row = txn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -103,7 +105,7 @@ async fn copy_log_rows(txn: &PgTxn, batch: &ClaimedBatch, rows: &Rows) -> Result
             .uuid(batch.id)
             .int8(rows.seq[i])
             .int4(rows.attempt[i])
-            .text(rows.log_status[i])
+            .text(rows.log_status[i].as_str())
             .opt_text(rows.error[i].as_deref())
             .int4(rows.duration[i]);
     }
@@ -142,7 +144,7 @@ pub async fn write_rows(
                 rows.rec_seq.clone().into(),
                 rows.rec_status
                     .iter()
-                    .map(|s| s.to_string())
+                    .map(|s| s.as_str().to_owned())
                     .collect::<Vec<_>>()
                     .into(),
                 rows.rec_attempts.clone().into(),
@@ -177,28 +179,19 @@ pub async fn has_dead_letters(txn: &PgTxn, batch: &ClaimedBatch) -> Result<bool>
     if batch.attempts <= 1 {
         return Ok(false);
     }
-    let row = txn
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT EXISTS (SELECT 1 FROM job_records WHERE job_id = $1 AND seq BETWEEN $2 AND $3
-                            AND status = 'dead_lettered') AS any",
-            [
-                batch.job_id.into(),
-                batch.first_record_seq.into(),
-                batch.last_record_seq.into(),
-            ],
-        ))
-        .await?;
-    Ok(row
-        .map(|r| r.try_get::<bool>("", "any"))
-        .transpose()?
-        .unwrap_or(false))
+    use entity::job_record::{self, Column as R, RecordStatus};
+    Ok(job_record::Entity::find()
+        .filter(R::JobId.eq(batch.job_id))
+        .filter(R::Seq.between(batch.first_record_seq, batch.last_record_seq))
+        .filter(R::Status.eq(RecordStatus::DeadLettered))
+        .exists(txn)
+        .await?)
 }
 
 /// The batch's new state after an attempt.
 pub async fn update_batch(
     txn: &PgTxn,
-    batch_id: Uuid,
+    batch_id: BatchId,
     status: BatchStatus,
     retry_at: Option<DateTime<Utc>>,
     retrying: i64,

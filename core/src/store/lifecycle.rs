@@ -2,8 +2,11 @@
 //! re-opening dead letters, and moving a reinstated tenant's work again. The use cases
 //! that combine them are in `service`.
 
-use entity::job::JobStatus;
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use entity::{BatchId, JobId, TenantId, job::JobStatus};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
+};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -12,7 +15,7 @@ use crate::error::{Error, Result};
 /// cancelling, else `completed` if every record succeeded, else `completed_with_errors`.
 /// Guard: only a running or cancelling job with no pending, queued, running or
 /// retry-scheduled batch matches, so exactly one caller wins.
-pub async fn finalize(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<Finalized>> {
+pub async fn finalize(db: &impl ConnectionTrait, job_id: JobId) -> Result<Option<Finalized>> {
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -40,7 +43,7 @@ pub async fn finalize(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<
 #[derive(Debug, Clone, Copy)]
 pub struct Finalized {
     pub status: JobStatus,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     /// For a cancelled job: seconds from the cancel request to now.
     pub cancel_latency_secs: Option<f64>,
 }
@@ -60,7 +63,7 @@ impl Finalized {
 /// the job's row lock and has just cancelled its unstarted batches ([`cancel_batches`]).
 pub async fn mark_cancelled(
     txn: &impl ConnectionTrait,
-    job_id: Uuid,
+    job_id: JobId,
     cancelled: i64,
     was_retrying: i64,
 ) -> Result<()> {
@@ -95,8 +98,8 @@ use CancelScope::*;
 /// job's row lock; `FOR UPDATE` re-checks each batch's state after any wait.
 pub async fn cancel_batches(
     txn: &impl ConnectionTrait,
-    job_id: Uuid,
-    tenant_id: Uuid,
+    job_id: JobId,
+    tenant_id: TenantId,
     scope: CancelScope,
 ) -> Result<(i64, i64)> {
     let mut values: Vec<sea_orm::Value> = vec![job_id.into(), tenant_id.into()];
@@ -157,7 +160,10 @@ pub async fn cancel_batches(
 }
 
 /// Locks a cancelling job unless another transaction holds it; returns its tenant.
-pub async fn lock_cancelling(txn: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<Uuid>> {
+pub async fn lock_cancelling(
+    txn: &impl ConnectionTrait,
+    job_id: JobId,
+) -> Result<Option<TenantId>> {
     let row = txn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -171,7 +177,7 @@ pub async fn lock_cancelling(txn: &impl ConnectionTrait, job_id: Uuid) -> Result
 /// Counts records cancelled with a cancelling job's abandoned batches.
 pub async fn add_cancelled(
     txn: &impl ConnectionTrait,
-    job_id: Uuid,
+    job_id: JobId,
     cancelled: i64,
     was_retrying: i64,
 ) -> Result<()> {
@@ -188,8 +194,8 @@ pub async fn add_cancelled(
 
 /// Which dead letters to re-run.
 pub enum RequeueScope {
-    Job(Uuid),
-    Batch(Uuid),
+    Job(JobId),
+    Batch(BatchId),
     Ids(Vec<Uuid>),
 }
 
@@ -210,9 +216,9 @@ impl RequeueScope {
 /// after the caller's transaction, and its later statements see the committed result.
 pub async fn lock_for_requeue(
     txn: &impl ConnectionTrait,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     scope: &RequeueScope,
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<JobId>> {
     let (filter, arg) = scope.filter();
     let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
@@ -229,7 +235,7 @@ pub async fn lock_for_requeue(
         .await?;
     Ok(rows
         .iter()
-        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
+        .filter_map(|r| r.try_get("", "id").ok())
         .collect())
 }
 
@@ -238,10 +244,10 @@ pub async fn lock_for_requeue(
 /// with its attempts reset, its batch pending. Returns `(job id, records re-opened)`.
 pub async fn reopen_dead_letters(
     txn: &impl ConnectionTrait,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     scope: &RequeueScope,
-    job_ids: &[Uuid],
-) -> Result<Vec<(Uuid, i64)>> {
+    job_ids: &[JobId],
+) -> Result<Vec<(JobId, i64)>> {
     let (filter, arg) = scope.filter();
     let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
@@ -271,7 +277,7 @@ pub async fn reopen_dead_letters(
 
 /// Takes `n` re-opened records off the job's dead-letter count and queues a finished
 /// job again (a running one keeps running).
-pub async fn reopen_job(txn: &impl ConnectionTrait, job_id: Uuid, n: i64) -> Result<()> {
+pub async fn reopen_job(txn: &impl ConnectionTrait, job_id: JobId, n: i64) -> Result<()> {
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "UPDATE jobs SET dead_lettered_records = dead_lettered_records - $2, updated_at = now(),
@@ -286,7 +292,10 @@ pub async fn reopen_job(txn: &impl ConnectionTrait, job_id: Uuid, n: i64) -> Res
 
 /// Marks the tenant's queued and due batches dispatched again and returns them: workers
 /// dropped their messages while the tenant was suspended.
-pub async fn redispatch_waiting(txn: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uuid>> {
+pub async fn redispatch_waiting(
+    txn: &impl ConnectionTrait,
+    tenant_id: TenantId,
+) -> Result<Vec<BatchId>> {
     let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -300,12 +309,12 @@ pub async fn redispatch_waiting(txn: &impl ConnectionTrait, tenant_id: Uuid) -> 
         .await?;
     Ok(rows
         .iter()
-        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
+        .filter_map(|r| r.try_get("", "id").ok())
         .collect())
 }
 
 /// Locks the tenant's running jobs, in id order, and returns them.
-pub async fn lock_running(txn: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uuid>> {
+pub async fn lock_running(txn: &impl ConnectionTrait, tenant_id: TenantId) -> Result<Vec<JobId>> {
     let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -315,23 +324,26 @@ pub async fn lock_running(txn: &impl ConnectionTrait, tenant_id: Uuid) -> Result
         .await?;
     Ok(rows
         .iter()
-        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
+        .filter_map(|r| r.try_get("", "id").ok())
         .collect())
 }
 
 /// The tenant's jobs that have not finished (awaiting upload, queued, running): what an
 /// operator's "cancel everything" cancels.
-pub async fn unfinished_jobs(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uuid>> {
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT id FROM jobs WHERE tenant_id = $1
-               AND status IN ('awaiting_upload', 'queued', 'running') ORDER BY id",
-            [tenant_id.into()],
-        ))
-        .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
-        .collect())
+pub async fn unfinished_jobs(db: &impl ConnectionTrait, tenant_id: TenantId) -> Result<Vec<JobId>> {
+    use entity::job::{self, Column as J};
+    let unfinished = [
+        JobStatus::AwaitingUpload,
+        JobStatus::Queued,
+        JobStatus::Running,
+    ];
+    Ok(job::Entity::find()
+        .select_only()
+        .column(J::Id)
+        .filter(J::TenantId.eq(tenant_id))
+        .filter(J::Status.is_in(unfinished))
+        .order_by_asc(J::Id)
+        .into_tuple()
+        .all(db)
+        .await?)
 }

@@ -7,8 +7,19 @@
 //! an opaque cursor: base64url of the last row's sort key (see [`Keyset`](super::page::Keyset)).
 
 use chrono::{DateTime, Utc};
-use entity::{batch::BatchStatus, job::JobStatus};
-use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
+use entity::{
+    BatchId, JobId, TenantId,
+    batch::BatchStatus,
+    dead_letter,
+    job::{self, JobStatus},
+    job_record,
+    record_log::{self, RecordOutcome},
+};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IdenStatic,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SelectExt, Statement, Value,
+    sea_query::{Expr, ExprTrait, JoinType},
+};
 use uuid::Uuid;
 
 use super::page::{CursorKey, Keyset, Page};
@@ -52,18 +63,16 @@ fn stmt(sql: impl Into<String>, values: Vec<Value>) -> Statement {
 // The job guard
 
 /// Fails with `NotFound("job")` unless the job exists *and* belongs to the tenant.
-/// Guard: `tenant_id = $1` — another tenant's job is indistinguishable from none.
-pub async fn require_job(db: &impl ConnectionTrait, tenant_id: Uuid, job_id: Uuid) -> Result<()> {
-    let row = db
-        .query_one_raw(stmt(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND tenant_id = $1) AS found",
-            vec![tenant_id.into(), job_id.into()],
-        ))
+/// Guard: the tenant's id in the filter: another tenant's job is indistinguishable from none.
+pub async fn require_job(
+    db: &impl ConnectionTrait,
+    tenant_id: TenantId,
+    job_id: JobId,
+) -> Result<()> {
+    let found = job::Entity::find_by_id(job_id)
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .exists(db)
         .await?;
-    let found = row
-        .map(|r| r.try_get::<bool>("", "found"))
-        .transpose()?
-        .unwrap_or(false);
     if found {
         Ok(())
     } else {
@@ -106,8 +115,8 @@ pub struct BatchRow {
 /// page from a job that is not the tenant's.
 pub async fn list_batches(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
-    job_id: Uuid,
+    tenant_id: TenantId,
+    job_id: JobId,
     page: Keyset<i64>,
 ) -> Result<Page<BatchRow>> {
     let rows = BatchRow::find_by_statement(stmt(
@@ -140,7 +149,7 @@ pub const SCHEDULED_RETRIES_SHOWN: i64 = 1000;
 /// A batch waiting for its next attempt.
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct ScheduledRetryRow {
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     /// The attempt that is scheduled: the batch's attempts so far + 1.
     pub attempt: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -153,8 +162,8 @@ pub struct ScheduledRetryRow {
 /// Guard: `tenant_id = $1 AND job_id = $2 AND status = 'retry_scheduled'`.
 pub async fn scheduled_retries(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
-    job_id: Uuid,
+    tenant_id: TenantId,
+    job_id: JobId,
 ) -> Result<(i64, Vec<ScheduledRetryRow>)> {
     let rows = ScheduledRetryRow::find_by_statement(stmt(
         "SELECT id AS batch_id, attempts + 1 AS attempt, next_attempt_at, count(*) OVER () AS total
@@ -175,24 +184,19 @@ pub async fn scheduled_retries(
 }
 
 /// How many retries the job has had: its `failed` log rows (each is an attempt that
-/// failed transiently and was followed by a retry).
-/// Guard: `tenant_id = $1 AND job_id = $2 AND status = 'failed'`.
+/// failed transiently and was followed by a retry). Guard: the tenant's id in the filter.
 pub async fn count_failed_attempts(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
-    job_id: Uuid,
+    tenant_id: TenantId,
+    job_id: JobId,
 ) -> Result<i64> {
-    let row = db
-        .query_one_raw(stmt(
-            "SELECT count(*)::bigint AS n FROM record_logs
-             WHERE tenant_id = $1 AND job_id = $2 AND status = 'failed'",
-            vec![tenant_id.into(), job_id.into()],
-        ))
+    let n = record_log::Entity::find()
+        .filter(record_log::Column::TenantId.eq(tenant_id))
+        .filter(record_log::Column::JobId.eq(job_id))
+        .filter(record_log::Column::Status.eq(RecordOutcome::Failed))
+        .count(db)
         .await?;
-    Ok(row
-        .map(|r| r.try_get::<i64>("", "n"))
-        .transpose()?
-        .unwrap_or(0))
+    Ok(n as i64)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -211,7 +215,7 @@ pub struct LogRow {
     pub id: i64,
     pub record_seq: i64,
     pub record_key: Option<String>,
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub attempt: i32,
     pub status: String,
     pub error: Option<String>,
@@ -221,44 +225,74 @@ pub struct LogRow {
 
 /// Up to `limit` of the job's log rows with `id > after_id`, by id ascending, with the
 /// record's `record_key` (joined on `(job_id, seq)`). The optional filters are added to
-/// the SQL only when present, so each shape gets a plan that uses its index
+/// the statement only when present, so each shape gets a plan that uses its index
 /// (`(job_id, id)`, or `(job_id, record_seq, id)` with a record).
-/// Guard: `l.tenant_id = $1 AND l.job_id = $2`; call [`require_job`] first.
+/// Guard: the tenant's id in the filter; call [`require_job`] first.
 pub async fn list_logs(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
-    job_id: Uuid,
+    tenant_id: TenantId,
+    job_id: JobId,
     filter: &LogFilter,
     after_id: i64,
     limit: u64,
 ) -> Result<Vec<LogRow>> {
-    let mut sql = String::from(
-        "SELECT l.id, l.record_seq, r.record_key, l.batch_id, l.attempt, l.status, l.error, l.duration_ms,
-                l.created_at
-         FROM record_logs l
-         LEFT JOIN job_records r ON r.job_id = l.job_id AND r.seq = l.record_seq
-         WHERE l.tenant_id = $1 AND l.job_id = $2 AND l.id > $3",
-    );
-    let mut values: Vec<Value> = vec![tenant_id.into(), job_id.into(), after_id.into()];
-    if let Some(status) = &filter.status {
-        values.push(sea_orm::ActiveEnum::to_value(status).into());
-        sql.push_str(&format!(" AND l.status = ${}", values.len()));
+    use record_log::Column as L;
+    let mut q = record_log::Entity::find()
+        .select_only()
+        .columns([
+            L::Id,
+            L::RecordSeq,
+            L::BatchId,
+            L::Attempt,
+            L::Status,
+            L::Error,
+        ])
+        .columns([L::DurationMs, L::CreatedAt])
+        .expr_as(record_column(job_record::Column::RecordKey), "record_key")
+        .join(JoinType::LeftJoin, record_log_to_its_record())
+        .filter(L::TenantId.eq(tenant_id))
+        .filter(L::JobId.eq(job_id))
+        .filter(L::Id.gt(after_id));
+    if let Some(status) = filter.status {
+        q = q.filter(L::Status.eq(status));
     }
     if let Some(seq) = filter.record_seq {
-        values.push(seq.into());
-        sql.push_str(&format!(" AND l.record_seq = ${}", values.len()));
+        q = q.filter(L::RecordSeq.eq(seq));
     }
-    values.push((limit as i64).into());
-    sql.push_str(&format!(" ORDER BY l.id LIMIT ${}", values.len()));
-    Ok(LogRow::find_by_statement(stmt(sql, values)).all(db).await?)
+    Ok(q.order_by_asc(L::Id)
+        .limit(limit)
+        .into_model::<LogRow>()
+        .all(db)
+        .await?)
+}
+
+/// A column of the joined `job_records` row.
+fn record_column(col: job_record::Column) -> Expr {
+    Expr::col((job_record::Entity, col))
+}
+
+/// `job_records ON (job_id, seq)`: a dead letter's record.
+fn dead_letter_to_its_record() -> sea_orm::RelationDef {
+    dead_letter::Entity::belongs_to(job_record::Entity)
+        .from((dead_letter::Column::JobId, dead_letter::Column::RecordSeq))
+        .to((job_record::Column::JobId, job_record::Column::Seq))
+        .into()
+}
+
+/// `job_records ON (job_id, seq)`: a log row's record.
+fn record_log_to_its_record() -> sea_orm::RelationDef {
+    record_log::Entity::belongs_to(job_record::Entity)
+        .from((record_log::Column::JobId, record_log::Column::RecordSeq))
+        .to((job_record::Column::JobId, job_record::Column::Seq))
+        .into()
 }
 
 /// A page of the job's log rows, by id ascending; the cursor is the last id.
 /// Guard: as [`list_logs`], which runs the one statement.
 pub async fn page_logs(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
-    job_id: Uuid,
+    tenant_id: TenantId,
+    job_id: JobId,
     filter: &LogFilter,
     page: Keyset<i64>,
 ) -> Result<Page<LogRow>> {
@@ -281,7 +315,7 @@ pub async fn page_logs(
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct DeadLetterRow {
     pub id: Uuid,
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub record_seq: i64,
     pub record_key: Option<String>,
     pub payload: serde_json::Value,
@@ -298,33 +332,43 @@ pub struct DeadLetterRow {
 /// Guard: `d.tenant_id = $1 AND d.job_id = $2`; call [`require_job`] first.
 pub async fn list_dead_letters(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
-    job_id: Uuid,
+    tenant_id: TenantId,
+    job_id: JobId,
     include_requeued: bool,
     page: Keyset<DeadLetterKey>,
 ) -> Result<Page<DeadLetterRow>> {
-    let mut sql = String::from(
-        "SELECT d.id, d.batch_id, d.record_seq, r.record_key, r.payload, d.error, d.attempts, d.created_at,
-                d.requeued_at, d.requeue_count
-         FROM dead_letters d
-         JOIN job_records r ON r.job_id = d.job_id AND r.seq = d.record_seq
-         WHERE d.tenant_id = $1 AND d.job_id = $2",
-    );
-    let mut values: Vec<Value> = vec![tenant_id.into(), job_id.into()];
+    use dead_letter::Column as D;
+    let mut q = dead_letter::Entity::find()
+        .select_only()
+        .columns([
+            D::Id,
+            D::BatchId,
+            D::RecordSeq,
+            D::Error,
+            D::Attempts,
+            D::CreatedAt,
+        ])
+        .columns([D::RequeuedAt, D::RequeueCount])
+        .expr_as(record_column(job_record::Column::RecordKey), "record_key")
+        .expr_as(record_column(job_record::Column::Payload), "payload")
+        .join(JoinType::InnerJoin, dead_letter_to_its_record())
+        .filter(D::TenantId.eq(tenant_id))
+        .filter(D::JobId.eq(job_id));
     if !include_requeued {
-        sql.push_str(" AND d.requeued_at IS NULL");
+        q = q.filter(D::RequeuedAt.is_null());
     }
     if let Some(after) = page.after {
-        values.push(after.created_at.into());
-        values.push(after.id.into());
-        sql.push_str(" AND (d.created_at, d.id) > ($3, $4)");
+        let key = Expr::tuple([
+            Expr::col((dead_letter::Entity, D::CreatedAt)),
+            Expr::col((dead_letter::Entity, D::Id)),
+        ]);
+        q = q.filter(key.gt(Expr::tuple([after.created_at.into(), after.id.into()])));
     }
-    values.push((page.limit as i64 + 1).into());
-    sql.push_str(&format!(
-        " ORDER BY d.created_at, d.id LIMIT ${}",
-        values.len()
-    ));
-    let rows = DeadLetterRow::find_by_statement(stmt(sql, values))
+    let rows = q
+        .order_by_asc(D::CreatedAt)
+        .order_by_asc(D::Id)
+        .limit(page.limit + 1)
+        .into_model::<DeadLetterRow>()
         .all(db)
         .await?;
     Ok(page.finish(rows, |d| DeadLetterKey {
@@ -349,23 +393,28 @@ pub struct StatusUsage {
 }
 
 /// Per job state: how many of the tenant's jobs are in it and the sums of their record
-/// counters (states with no job are absent). Guard: `tenant_id = $1`.
+/// counters (states with no job are absent). Guard: the tenant's id in the filter.
 pub async fn usage_by_status(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
 ) -> Result<Vec<StatusUsage>> {
-    Ok(StatusUsage::find_by_statement(stmt(
-        "SELECT status, count(*)::bigint AS jobs,
-                COALESCE(sum(total_records), 0)::bigint AS total,
-                COALESCE(sum(succeeded_records), 0)::bigint AS succeeded,
-                COALESCE(sum(dead_lettered_records), 0)::bigint AS dead_lettered,
-                COALESCE(sum(cancelled_records), 0)::bigint AS cancelled,
-                COALESCE(sum(retrying_records), 0)::bigint AS retrying
-         FROM jobs WHERE tenant_id = $1 GROUP BY status",
-        vec![tenant_id.into()],
-    ))
-    .all(db)
-    .await?)
+    use job::Column as J;
+    // `sum` of a bigint is a numeric in Postgres: cast back.
+    let sum = |col: J| Expr::cust(format!("COALESCE(sum({}), 0)::bigint", col.as_str()));
+    Ok(job::Entity::find()
+        .select_only()
+        .column(J::Status)
+        .expr_as(Expr::cust("count(*)::bigint"), "jobs")
+        .expr_as(sum(J::TotalRecords), "total")
+        .expr_as(sum(J::SucceededRecords), "succeeded")
+        .expr_as(sum(J::DeadLetteredRecords), "dead_lettered")
+        .expr_as(sum(J::CancelledRecords), "cancelled")
+        .expr_as(sum(J::RetryingRecords), "retrying")
+        .filter(J::TenantId.eq(tenant_id))
+        .group_by(J::Status)
+        .into_model::<StatusUsage>()
+        .all(db)
+        .await?)
 }
 
 #[cfg(test)]

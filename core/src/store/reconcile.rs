@@ -3,15 +3,15 @@
 //! for reinstatement (`service::tenants`). Each scan is bounded by `limit` and stamps
 //! `dispatched_at`, so one batch is not re-dispatched again before `after_secs` pass.
 
+use entity::{BatchId, JobId, TenantId};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
-use uuid::Uuid;
 
 use super::windows;
 use crate::error::Result;
 
-fn ids(rows: Vec<sea_orm::QueryResult>, col: &str) -> Vec<Uuid> {
+fn ids<T: sea_orm::TryGetable>(rows: Vec<sea_orm::QueryResult>, col: &str) -> Vec<T> {
     rows.iter()
-        .filter_map(|r| r.try_get::<Uuid>("", col).ok())
+        .filter_map(|r| r.try_get("", col).ok())
         .collect()
 }
 
@@ -21,7 +21,7 @@ pub async fn stale_running(
     db: &impl ConnectionTrait,
     after_secs: f64,
     limit: i64,
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<BatchId>> {
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -40,7 +40,11 @@ pub async fn stale_running(
 
 /// Queued or retry-scheduled batches due more than `after_secs` ago and still not
 /// claimed: their message was lost (Redis restarted or flushed) or is stuck.
-pub async fn overdue(db: &impl ConnectionTrait, after_secs: f64, limit: i64) -> Result<Vec<Uuid>> {
+pub async fn overdue(
+    db: &impl ConnectionTrait,
+    after_secs: f64,
+    limit: i64,
+) -> Result<Vec<BatchId>> {
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -59,7 +63,7 @@ pub async fn overdue(db: &impl ConnectionTrait, after_secs: f64, limit: i64) -> 
 }
 
 /// Running jobs with pending batches and free room in their window.
-pub async fn jobs_with_room(db: &impl ConnectionTrait, limit: i64) -> Result<Vec<Uuid>> {
+pub async fn jobs_with_room(db: &impl ConnectionTrait, limit: i64) -> Result<Vec<JobId>> {
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -80,7 +84,7 @@ pub async fn jobs_with_room(db: &impl ConnectionTrait, limit: i64) -> Result<Vec
 
 /// Locks a job unless another transaction holds it (a ledger or a cancel, which refill
 /// or end its window themselves); true if this transaction now holds it.
-pub async fn try_lock_job(txn: &impl ConnectionTrait, job_id: Uuid) -> Result<bool> {
+pub async fn try_lock_job(txn: &impl ConnectionTrait, job_id: JobId) -> Result<bool> {
     let locked = txn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -93,7 +97,7 @@ pub async fn try_lock_job(txn: &impl ConnectionTrait, job_id: Uuid) -> Result<bo
 
 /// Running or cancelling jobs left with no unfinished batch: `(job, tenant)` pairs to
 /// finalise.
-pub async fn stragglers(db: &impl ConnectionTrait, limit: i64) -> Result<Vec<(Uuid, Uuid)>> {
+pub async fn stragglers(db: &impl ConnectionTrait, limit: i64) -> Result<Vec<(JobId, TenantId)>> {
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -110,7 +114,10 @@ pub async fn stragglers(db: &impl ConnectionTrait, limit: i64) -> Result<Vec<(Uu
 }
 
 /// Tenants with queued jobs: candidates for admission.
-pub async fn tenants_with_queued_jobs(db: &impl ConnectionTrait, limit: i64) -> Result<Vec<Uuid>> {
+pub async fn tenants_with_queued_jobs(
+    db: &impl ConnectionTrait,
+    limit: i64,
+) -> Result<Vec<TenantId>> {
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -127,7 +134,7 @@ pub async fn cancelling_with_abandoned_batches(
     db: &impl ConnectionTrait,
     after_secs: f64,
     limit: i64,
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<JobId>> {
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,

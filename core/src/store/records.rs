@@ -1,7 +1,7 @@
 //! `job_records`: the staged records of a job.
 
+use entity::{JobId, TenantId};
 use futures::{Stream, StreamExt};
-use uuid::Uuid;
 
 use super::pg_txn::{CopyError, PgTxn};
 use crate::{domain::record::Staged, pg_copy::BinaryRows};
@@ -23,8 +23,8 @@ pub struct Numbered {
 /// [`CopyError::Source`].
 pub async fn stage<E>(
     txn: &PgTxn,
-    tenant_id: Uuid,
-    job_id: Uuid,
+    tenant_id: TenantId,
+    job_id: JobId,
     chunks: impl Stream<Item = std::result::Result<Numbered, E>>,
 ) -> std::result::Result<u64, CopyError<E>> {
     let rows = chunks.map(move |chunk| {

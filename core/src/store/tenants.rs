@@ -1,12 +1,14 @@
 //! `tenants`.
 
 use chrono::Utc;
-use entity::tenant::{self, TenantStatus};
+use entity::{
+    TenantId,
+    tenant::{self, TenantStatus},
+};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, Statement,
 };
-use uuid::Uuid;
 
 use super::page::{Page, PageRequest};
 use crate::{
@@ -21,7 +23,7 @@ use crate::{
 pub async fn create(db: &impl ConnectionTrait, new: &NewTenant) -> Result<tenant::Model> {
     let now = Utc::now();
     let model = tenant::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(TenantId::new()),
         name: Set(new.name.clone()),
         status: Set(TenantStatus::Active),
         max_concurrent_jobs: Set(new.max_concurrent_jobs),
@@ -42,7 +44,7 @@ pub async fn create(db: &impl ConnectionTrait, new: &NewTenant) -> Result<tenant
     })
 }
 
-pub async fn get(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<tenant::Model>> {
+pub async fn get(db: &impl ConnectionTrait, id: TenantId) -> Result<Option<tenant::Model>> {
     Ok(tenant::Entity::find_by_id(id).one(db).await?)
 }
 
@@ -54,7 +56,7 @@ pub async fn list(db: &impl ConnectionTrait, page: PageRequest) -> Result<Page<t
     if let Some(before) = page.after {
         q = q.filter(tenant::Column::Id.lt(before));
     }
-    Ok(page.finish(q.all(db).await?, |t| t.id))
+    Ok(page.finish(q.all(db).await?, |t| t.id.into()))
 }
 
 /// Applies a patch and bumps `updated_at`, which makes every api replica drop the
@@ -62,7 +64,7 @@ pub async fn list(db: &impl ConnectionTrait, page: PageRequest) -> Result<Page<t
 /// applies everywhere within seconds).
 pub async fn update(
     db: &impl ConnectionTrait,
-    id: Uuid,
+    id: TenantId,
     patch: &TenantPatch,
 ) -> Result<Option<tenant::Model>> {
     let Some(current) = get(db, id).await? else {
@@ -97,7 +99,7 @@ const UNFINISHED: &str = "('awaiting_upload', 'queued', 'running', 'cancelling')
 
 /// The tenant's records not yet terminal, across its unfinished jobs (uploads still open
 /// included). Reads committed data only; see [`enforce_pending_limit`] for the guarded form.
-pub async fn pending_records(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<i64> {
+pub async fn pending_records(db: &impl ConnectionTrait, tenant_id: TenantId) -> Result<i64> {
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -127,7 +129,7 @@ pub async fn pending_records(db: &impl ConnectionTrait, tenant_id: Uuid) -> Resu
 /// concurrent creates queue up instead of deadlocking.
 pub async fn enforce_pending_limit(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     field: &str,
     job_records: i64,
 ) -> Result<()> {
@@ -182,7 +184,7 @@ pub async fn enforce_pending_limit(
 /// created without `retry` then use. The policy must already be validated.
 pub async fn set_default_retry(
     db: &impl ConnectionTrait,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     policy: &RetryPolicy,
 ) -> Result<RetryPolicy> {
     let json =

@@ -4,8 +4,8 @@
 
 use std::sync::LazyLock;
 
+use entity::{BatchId, JobId, TenantId};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
-use uuid::Uuid;
 
 use crate::error::Result;
 
@@ -49,7 +49,7 @@ pub fn effective_window() -> String {
 /// ([`effective_window`]) is in flight; none while its tenant is suspended.
 /// Guard: the caller holds the job's row lock (`FOR UPDATE`), so two finishing batches
 /// cannot both fill the same free slot.
-pub async fn fill_window(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<Uuid>> {
+pub async fn fill_window(db: &impl ConnectionTrait, job_id: JobId) -> Result<Vec<BatchId>> {
     // Built once: every batch's ledger runs it.
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
@@ -73,7 +73,7 @@ pub async fn fill_window(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<
         .await?;
     Ok(rows
         .iter()
-        .filter_map(|r| r.try_get::<Uuid>("", "id").ok())
+        .filter_map(|r| r.try_get::<BatchId>("", "id").ok())
         .collect())
 }
 
@@ -85,7 +85,7 @@ pub async fn fill_window(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<
 /// lock: a transaction that already holds the row's `KEY SHARE` (any insert that
 /// references the tenant) and then asked for `FOR UPDATE` on it would deadlock with
 /// another doing the same, as the load test found.
-pub async fn admit(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uuid>> {
+pub async fn admit(db: &impl ConnectionTrait, tenant_id: TenantId) -> Result<Vec<BatchId>> {
     // The lock is its own statement: a statement that waited for it would count the
     // tenant's running jobs in a snapshot taken before the wait, and over-admit.
     db.execute_raw(Statement::from_sql_and_values(
@@ -110,7 +110,7 @@ pub async fn admit(db: &impl ConnectionTrait, tenant_id: Uuid) -> Result<Vec<Uui
         .await?;
     let mut batches = Vec::new();
     for row in rows {
-        let job_id: Uuid = row.try_get("", "id")?;
+        let job_id: JobId = row.try_get("", "id")?;
         batches.extend(fill_window(db, job_id).await?);
     }
     Ok(batches)

@@ -2,6 +2,7 @@
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
+use entity::TenantId;
 use freight_core::{
     FieldError,
     store::{
@@ -66,7 +67,7 @@ async fn list_audit_events(
     }
     let page = Keyset::parse(q.limit, q.cursor.as_deref())?;
     let filter = AuditFilter {
-        tenant_id: q.tenant_id,
+        tenant_id: q.tenant_id.map(TenantId::from),
         action: q.action,
         since: q.since,
     };

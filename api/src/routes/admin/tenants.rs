@@ -2,6 +2,7 @@
 //! and `DELETE /api/v1/admin/api-keys/{key_id}`.
 
 use axum::{Json, extract::State, http::StatusCode};
+use entity::TenantId;
 use freight_core::{
     domain::{
         api_key::CreateApiKeyRequest,
@@ -73,7 +74,7 @@ async fn list_tenants(
 async fn get_tenant(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<TenantId>,
 ) -> ApiResult<Json<TenantView>> {
     let tenant = find_tenant(&state, id).await?;
     Ok(Json(tenant.into()))
@@ -87,7 +88,7 @@ async fn get_tenant(
 async fn create_tenant_key(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<TenantId>,
     ApiJson(req): ApiJson<CreateApiKeyRequest>,
 ) -> ApiResult<KeyCreated> {
     find_tenant(&state, id).await?;
@@ -104,7 +105,7 @@ async fn create_tenant_key(
 async fn list_tenant_keys(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<TenantId>,
 ) -> ApiResult<Json<Vec<ApiKeyView>>> {
     find_tenant(&state, id).await?;
     Ok(Json(
@@ -138,7 +139,7 @@ async fn revoke_any_key(
 async fn update_tenant(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<TenantId>,
     ApiJson(req): ApiJson<UpdateTenantRequest>,
 ) -> ApiResult<Json<TenantView>> {
     let status_changed = req.status.is_some();
@@ -167,7 +168,7 @@ pub struct CancelledJobs {
 async fn cancel_tenant_jobs(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<TenantId>,
 ) -> ApiResult<(StatusCode, Json<CancelledJobs>)> {
     let cancelled = state.services.cancel_all_jobs(id).await?;
     for done in &cancelled {
@@ -176,7 +177,7 @@ async fn cancel_tenant_jobs(
     let jobs: Vec<Uuid> = cancelled
         .iter()
         .filter(|done| done.changed)
-        .map(|done| done.job.id)
+        .map(|done| done.job.id.into())
         .collect();
     Ok((
         StatusCode::ACCEPTED,
@@ -188,7 +189,7 @@ async fn cancel_tenant_jobs(
 }
 
 /// The tenant, or a 404.
-async fn find_tenant(state: &AppState, id: Uuid) -> ApiResult<entity::tenant::Model> {
+async fn find_tenant(state: &AppState, id: TenantId) -> ApiResult<entity::tenant::Model> {
     tenants::get(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("tenant not found".into()))
