@@ -4,6 +4,8 @@
 //! assembles the router; [`Application::run_until_stopped`] serves until the shutdown
 //! future resolves, then drains in-flight requests and stops background tasks.
 
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
+
 pub mod auth;
 pub mod error;
 pub mod events;

@@ -111,18 +111,7 @@ fn finish_operation(op: &mut Value) {
     let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
         return;
     };
-    for response in responses.values_mut() {
-        let Some(content) = response.get_mut("content").and_then(Value::as_object_mut) else {
-            continue;
-        };
-        let is_problem = content
-            .get("application/json")
-            .and_then(|c| c.pointer("/schema/$ref"))
-            .is_some_and(|r| r == PROBLEM_REF);
-        if is_problem && let Some(c) = content.remove("application/json") {
-            content.insert(PROBLEM_JSON.to_owned(), c);
-        }
-    }
+    problems_as_problem_json(responses);
     let mut add = |status: &str, description: &str| {
         responses
             .entry(status.to_owned())
@@ -158,6 +147,22 @@ fn finish_operation(op: &mut Value) {
     if schemes.iter().any(|s| s == "admin_token") {
         add("401", "missing or wrong operator token");
         add("403", "a tenant API key on an operator route");
+    }
+}
+
+/// Problem bodies are served as `application/problem+json`, so the document says so.
+fn problems_as_problem_json(responses: &mut serde_json::Map<String, Value>) {
+    for response in responses.values_mut() {
+        let Some(content) = response.get_mut("content").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let is_problem = content
+            .get("application/json")
+            .and_then(|c| c.pointer("/schema/$ref"))
+            .is_some_and(|r| r == PROBLEM_REF);
+        if is_problem && let Some(c) = content.remove("application/json") {
+            content.insert(PROBLEM_JSON.to_owned(), c);
+        }
     }
 }
 

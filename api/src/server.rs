@@ -21,7 +21,10 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -67,28 +70,14 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let service = router
-            .clone()
-            .map_request(move |mut req: http::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req.map(Body::new)
-            });
-        let stopping = stopping.clone();
-        connections.spawn(async move {
-            let _slot = slot;
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => log_end(peer, result),
-                _ = stopping.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    log_end(peer, conn.await);
-                }
-            }
-        });
+        connections.spawn(serve_connection(
+            tcp,
+            peer,
+            router.clone(),
+            limits.header_read_timeout,
+            stopping.clone(),
+            slot,
+        ));
         // Reap finished connections as we go, so the set holds only open ones.
         while connections.try_join_next().is_some() {}
     }
@@ -106,6 +95,34 @@ pub async fn serve(
         connections.shutdown().await;
     }
     Ok(())
+}
+
+/// Serves one connection until it closes, or until `stopping` fires (then it finishes the
+/// request in flight and closes). Holds its connection slot until then.
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    header_read_timeout: Duration,
+    stopping: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let service = router.map_request(move |mut req: http::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req.map(Body::new)
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => log_end(peer, result),
+        _ = stopping.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            log_end(peer, conn.await);
+        }
+    }
 }
 
 fn log_end(peer: SocketAddr, result: Result<(), hyper::Error>) {

@@ -145,7 +145,7 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// How often the queue worker asks Redis for due batches. Each slot of a job's
     /// window waits for the next poll after its batch finishes, so this bounds how
-    /// small batches can be before the wait dominates (`docs/performance.md`).
+    /// small batches can be before the wait dominates.
     pub poll_interval: Duration,
     pub shutdown_grace: Duration,
     /// How often the worker's own row is refreshed.
@@ -183,6 +183,130 @@ pub struct LogSettings {
     pub filter: String,
 }
 
+impl DatabaseSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: SecretString::from(
+                env.string("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/freight"),
+            ),
+            // At least 2: an api upload holds one connection for its `COPY` and
+            // numbers its records on another (`Services::append_records`).
+            max_connections: env.parsed("DATABASE_MAX_CONNECTIONS", 10, 2..=1000)?,
+            min_connections: env.parsed("DATABASE_MIN_CONNECTIONS", 1, 0..=1000)?,
+            acquire_timeout: env.duration("DATABASE_ACQUIRE_TIMEOUT", "5s")?,
+        })
+    }
+}
+
+impl RedisSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: SecretString::from(env.string("REDIS_URL", "redis://127.0.0.1:6379")),
+            queue: env.identifier("REDIS_QUEUE", "freight")?,
+            response_timeout: env.duration("REDIS_RESPONSE_TIMEOUT", "5s")?,
+            connection_timeout: env.duration("REDIS_CONNECTION_TIMEOUT", "5s")?,
+        })
+    }
+}
+
+impl HttpSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            addr: env.parsed_any("HTTP_ADDR", "127.0.0.1:8080")?,
+            body_limit: env.size("HTTP_BODY_LIMIT", "10MiB")?,
+            max_record_bytes: env.size("MAX_RECORD_BYTES", "1MiB")?,
+            request_timeout: env.duration("HTTP_REQUEST_TIMEOUT", "30s")?,
+            cors_allowed_origins: env
+                .string("CORS_ALLOWED_ORIGINS", "")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            admin_token: env.optional_secret("ADMIN_TOKEN", 16)?,
+            header_read_timeout: env.duration("HTTP_HEADER_READ_TIMEOUT", "10s")?,
+            max_connections: env.parsed("HTTP_MAX_CONNECTIONS", 4096, 1..=1_000_000)?,
+            shutdown_grace: env.duration("HTTP_SHUTDOWN_GRACE", "10s")?,
+            trusted_proxies: env.cidrs("HTTP_TRUSTED_PROXIES")?,
+            metrics_token: env.optional_secret("METRICS_TOKEN", 16)?,
+            min_body_rate: env.size("UPLOAD_MIN_RATE", "64KiB")?,
+            min_body_rate_window: env.duration("UPLOAD_MIN_RATE_WINDOW", "5s")?,
+            tenant_max_uploads: env.parsed("TENANT_MAX_CONCURRENT_UPLOADS", 2, 1..=1000)?,
+            tenant_max_streams: env.parsed("TENANT_MAX_EVENT_STREAMS", 10, 1..=100_000)?,
+            stream_max_lifetime: env.duration("STREAM_MAX_LIFETIME", "15m")?,
+            job_view_ttl: env.duration("JOB_VIEW_CACHE_TTL", "100ms")?,
+        })
+    }
+}
+
+impl AuthSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            cache_ttl: env.duration("AUTH_CACHE_TTL", "60s")?,
+            cache_capacity: env.parsed("AUTH_CACHE_CAPACITY", 10_000, 1..=10_000_000)?,
+            revocation_poll_interval: env.duration("AUTH_REVOCATION_POLL_INTERVAL", "1s")?,
+            last_used_flush_interval: env.duration("AUTH_LAST_USED_FLUSH_INTERVAL", "10s")?,
+            failures_per_minute: env.parsed("AUTH_FAILURES_PER_MINUTE", 30, 1..=10_000_000)?,
+            verify_queue: env.parsed("AUTH_VERIFY_QUEUE", 64, 0..=100_000)?,
+        })
+    }
+}
+
+impl WorkerSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            concurrency: env.parsed("WORKER_CONCURRENCY", 8, 1..=1024)?,
+            poll_interval: env.duration("WORKER_POLL_INTERVAL", "50ms")?,
+            shutdown_grace: env.duration("WORKER_SHUTDOWN_GRACE", "30s")?,
+            heartbeat_interval: env.duration("WORKER_HEARTBEAT_INTERVAL", "5s")?,
+            batch_heartbeat_interval: env.duration("WORKER_BATCH_HEARTBEAT_INTERVAL", "2s")?,
+            batch_stale_after: env.duration("WORKER_BATCH_STALE_AFTER", "30s")?,
+            batch_timeout: env.duration("WORKER_BATCH_TIMEOUT", "10m")?,
+            preempt_grace: env.duration("WORKER_PREEMPT_GRACE", "5s")?,
+            reconciler_interval: env.duration("RECONCILER_INTERVAL", "5s")?,
+            reconciler_overdue_after: env.duration("RECONCILER_OVERDUE_AFTER", "15s")?,
+            table_upkeep_interval: if env.string("TABLE_UPKEEP_INTERVAL", "30s").trim() == "off" {
+                None
+            } else {
+                Some(env.duration("TABLE_UPKEEP_INTERVAL", "30s")?)
+            },
+            metrics_addr: match env.get("WORKER_METRICS_ADDR") {
+                None => None,
+                Some(raw) => Some(
+                    raw.trim()
+                        .parse()
+                        .map_err(|e| env.invalid("WORKER_METRICS_ADDR", format!("`{raw}`: {e}")))?,
+                ),
+            },
+        })
+    }
+}
+
+impl LogSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        let format = match env.string("LOG_FORMAT", "text").as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(env.invalid(
+                    "LOG_FORMAT",
+                    format!("expected `text` or `json`, got `{other}`"),
+                ));
+            }
+        };
+        // RUST_LOG, when set, wins; a filter that does not parse stops the process like
+        // any other bad setting, rather than logging at `info` unasked.
+        let (var, filter) = match env.get("RUST_LOG") {
+            Some(filter) => ("RUST_LOG", filter),
+            None => ("LOG_LEVEL", env.string("LOG_LEVEL", "info")),
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&filter) {
+            return Err(env.invalid(var, format!("`{filter}` is not a log filter: {e}")));
+        }
+        Ok(Self { format, filter })
+    }
+}
+
 impl Settings {
     /// Reads every setting from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -201,93 +325,13 @@ impl Settings {
             ));
         }
         Ok(Settings {
-            database: DatabaseSettings {
-                url: SecretString::from(
-                    env.string("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/freight"),
-                ),
-                // At least 2: an api upload holds one connection for its `COPY` and
-                // numbers its records on another (`repo::jobs::append_records`).
-                max_connections: env.parsed("DATABASE_MAX_CONNECTIONS", 10, 2..=1000)?,
-                min_connections: env.parsed("DATABASE_MIN_CONNECTIONS", 1, 0..=1000)?,
-                acquire_timeout: env.duration("DATABASE_ACQUIRE_TIMEOUT", "5s")?,
-            },
-            redis: RedisSettings {
-                url: SecretString::from(env.string("REDIS_URL", "redis://127.0.0.1:6379")),
-                queue: env.identifier("REDIS_QUEUE", "freight")?,
-                response_timeout: env.duration("REDIS_RESPONSE_TIMEOUT", "5s")?,
-                connection_timeout: env.duration("REDIS_CONNECTION_TIMEOUT", "5s")?,
-            },
-            http: HttpSettings {
-                addr: env.parsed_any("HTTP_ADDR", "127.0.0.1:8080")?,
-                body_limit: env.size("HTTP_BODY_LIMIT", "10MiB")?,
-                max_record_bytes: env.size("MAX_RECORD_BYTES", "1MiB")?,
-                request_timeout: env.duration("HTTP_REQUEST_TIMEOUT", "30s")?,
-                cors_allowed_origins: env
-                    .string("CORS_ALLOWED_ORIGINS", "")
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                admin_token: env.optional_secret("ADMIN_TOKEN", 16)?,
-                header_read_timeout: env.duration("HTTP_HEADER_READ_TIMEOUT", "10s")?,
-                max_connections: env.parsed("HTTP_MAX_CONNECTIONS", 4096, 1..=1_000_000)?,
-                shutdown_grace: env.duration("HTTP_SHUTDOWN_GRACE", "10s")?,
-                trusted_proxies: env.cidrs("HTTP_TRUSTED_PROXIES")?,
-                metrics_token: env.optional_secret("METRICS_TOKEN", 16)?,
-                min_body_rate: env.size("UPLOAD_MIN_RATE", "64KiB")?,
-                min_body_rate_window: env.duration("UPLOAD_MIN_RATE_WINDOW", "5s")?,
-                tenant_max_uploads: env.parsed("TENANT_MAX_CONCURRENT_UPLOADS", 2, 1..=1000)?,
-                tenant_max_streams: env.parsed("TENANT_MAX_EVENT_STREAMS", 10, 1..=100_000)?,
-                stream_max_lifetime: env.duration("STREAM_MAX_LIFETIME", "15m")?,
-                job_view_ttl: env.duration("JOB_VIEW_CACHE_TTL", "100ms")?,
-            },
-            auth: AuthSettings {
-                cache_ttl: env.duration("AUTH_CACHE_TTL", "60s")?,
-                cache_capacity: env.parsed("AUTH_CACHE_CAPACITY", 10_000, 1..=10_000_000)?,
-                revocation_poll_interval: env.duration("AUTH_REVOCATION_POLL_INTERVAL", "1s")?,
-                last_used_flush_interval: env.duration("AUTH_LAST_USED_FLUSH_INTERVAL", "10s")?,
-                failures_per_minute: env.parsed("AUTH_FAILURES_PER_MINUTE", 30, 1..=10_000_000)?,
-                verify_queue: env.parsed("AUTH_VERIFY_QUEUE", 64, 0..=100_000)?,
-            },
-            worker: WorkerSettings {
-                concurrency: env.parsed("WORKER_CONCURRENCY", 8, 1..=1024)?,
-                poll_interval: env.duration("WORKER_POLL_INTERVAL", "50ms")?,
-                shutdown_grace: env.duration("WORKER_SHUTDOWN_GRACE", "30s")?,
-                heartbeat_interval: env.duration("WORKER_HEARTBEAT_INTERVAL", "5s")?,
-                batch_heartbeat_interval: env.duration("WORKER_BATCH_HEARTBEAT_INTERVAL", "2s")?,
-                batch_stale_after: env.duration("WORKER_BATCH_STALE_AFTER", "30s")?,
-                batch_timeout: env.duration("WORKER_BATCH_TIMEOUT", "10m")?,
-                preempt_grace: env.duration("WORKER_PREEMPT_GRACE", "5s")?,
-                reconciler_interval: env.duration("RECONCILER_INTERVAL", "5s")?,
-                reconciler_overdue_after: env.duration("RECONCILER_OVERDUE_AFTER", "15s")?,
-                table_upkeep_interval: if env.string("TABLE_UPKEEP_INTERVAL", "30s").trim() == "off"
-                {
-                    None
-                } else {
-                    Some(env.duration("TABLE_UPKEEP_INTERVAL", "30s")?)
-                },
-                metrics_addr: match env.get("WORKER_METRICS_ADDR") {
-                    None => None,
-                    Some(raw) => Some(raw.trim().parse().map_err(|e| {
-                        env.invalid("WORKER_METRICS_ADDR", format!("`{raw}`: {e}"))
-                    })?),
-                },
-            },
+            database: DatabaseSettings::read(&env)?,
+            redis: RedisSettings::read(&env)?,
+            http: HttpSettings::read(&env)?,
+            auth: AuthSettings::read(&env)?,
+            worker: WorkerSettings::read(&env)?,
             allow_private_destinations: env.boolean("FREIGHT_ALLOW_PRIVATE_DESTINATIONS", false)?,
-            log: LogSettings {
-                format: match env.string("LOG_FORMAT", "text").as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    other => {
-                        return Err(env.invalid(
-                            "LOG_FORMAT",
-                            format!("expected `text` or `json`, got `{other}`"),
-                        ));
-                    }
-                },
-                filter: lookup("RUST_LOG").unwrap_or_else(|| env.string("LOG_LEVEL", "info")),
-            },
+            log: LogSettings::read(&env)?,
             migrate_on_start: env.boolean("MIGRATE_ON_START", true)?,
             metrics_tenant_labels: env.boolean("METRICS_TENANT_LABELS", false)?,
             tenant_max_pending_records: match env.get("TENANT_MAX_PENDING_RECORDS") {
@@ -584,6 +628,8 @@ mod tests {
             ("HTTP_TRUSTED_PROXIES", "proxy.local"),
             ("METRICS_TOKEN", "short"),
             ("TENANT_MAX_API_KEYS", "0"),
+            ("LOG_LEVEL", "info,[bad"),
+            ("RUST_LOG", "=debug=x"),
         ] {
             let err = settings(&[(var, val)]).unwrap_err();
             assert_eq!(err.var, var);

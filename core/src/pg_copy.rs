@@ -1,8 +1,7 @@
 //! `COPY … FROM STDIN` data, for every `COPY` Freight writes. Destination rows use the
 //! text format (the destination's column types are the tenant's); Freight's own tables
 //! (staged records, the log) use the binary format, which spares Postgres parsing every
-//! uuid and integer back from text: a third of a log row's input cost
-//! (docs/performance.md, 13).
+//! uuid and integer back from text.
 
 /// Appends `s` as one field: backslash, tab, newline and carriage return escaped (JSON
 /// text may hold a tab or CR as whitespace between tokens, and strings any of them).

@@ -3,7 +3,7 @@ use sea_orm::entity::prelude::*;
 use crate::ids::{BatchId, JobId, TenantId};
 use serde::{Deserialize, Serialize};
 
-/// Batch states (api-contract "Batch states").
+/// Batch states (`docs/api.md`, "Batch states").
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
 )]

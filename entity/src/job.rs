@@ -3,7 +3,7 @@ use sea_orm::entity::prelude::*;
 use crate::ids::{JobId, TenantId};
 use serde::{Deserialize, Serialize};
 
-/// Job states (api-contract "Job states").
+/// Job states (`docs/api.md`, "Job states").
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
 )]

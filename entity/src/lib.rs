@@ -1,6 +1,8 @@
-//! SeaORM entities for Freight, one module per table (design §2). The schema itself is
+//! SeaORM entities for Freight, one module per table. The schema itself is
 //! written by the `migration` crate; these only describe it. State columns are `text`
 //! constrained by CHECK, mapped here to Rust enums.
+
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
 pub mod api_key;
 pub mod batch;

@@ -3,7 +3,7 @@ use sea_orm::entity::prelude::*;
 use crate::ids::{BatchId, JobId, TenantId};
 use serde::{Deserialize, Serialize};
 
-/// A record's outcome in one attempt (api-contract "Record outcomes in logs").
+/// A record's outcome in one attempt, as its log row records it.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
 )]

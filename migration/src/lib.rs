@@ -2,6 +2,8 @@
 //! the api and the worker all apply it through [`migrate`], which serialises concurrent
 //! starters with a Postgres advisory lock.
 
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
+
 pub use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{DatabaseConnection, TransactionTrait};
 

@@ -1,4 +1,4 @@
-//! The initial schema (design §2). Written as SQL because its substance is constraints:
+//! The initial schema. Written as SQL because its substance is constraints:
 //! state columns limited to their states by CHECK, every tenant-owned row tied to its
 //! job *and* tenant by one composite foreign key (so a row can never claim another
 //! tenant's job), and the partial indexes the dispatcher and reconciler scan.

@@ -1,4 +1,4 @@
-//! Fewer writes per delivered record (`docs/performance.md` counts them).
+//! Fewer writes per delivered record.
 //!
 //! - The log's primary key becomes `(job_id, id)`, which is also the order every log
 //!   read uses, so the separate `(job_id, id)` index goes: each log row now costs two

@@ -8,6 +8,8 @@
 //! apalis worker stops by itself (a Redis error), the process exits non-zero so its
 //! supervisor restarts it; its claimed batches are taken over once their heartbeats expire.
 
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
+
 pub mod batch_handler;
 pub mod cancel_listener;
 pub mod engine;
@@ -22,7 +24,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -42,6 +44,7 @@ use freight_core::{
 };
 use futures::task::AtomicWaker;
 use rand::Rng;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -52,7 +55,7 @@ use crate::{
 
 /// Wakes the queue worker every `WORKER_POLL_INTERVAL` to look for due tasks, and at
 /// once when this process has just queued a batch ([`Wakeup`]). apalis-redis only fetches
-/// when woken, and its interval strategies stall (stack notes §2), so this one always
+/// when woken, and its own interval strategies stall, so this one always
 /// re-arms its timer.
 struct Tick {
     interval: tokio::time::Interval,
@@ -85,7 +88,7 @@ impl PollStrategy for Tick {
 /// A nudge for this process's queue worker: a finished batch whose ledger queued its
 /// job's next batch pushes it and wakes the fetch at once. Waiting for the next tick
 /// instead left the slot idle for half a poll interval per batch on average, about a
-/// tenth of a 5,000-record batch's time (docs/performance.md, 14).
+/// tenth of a 5,000-record batch's time.
 #[derive(Default)]
 pub struct Wakeup {
     pending: AtomicBool,
@@ -151,84 +154,11 @@ impl Worker {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let engine = self.engine;
-        let settings = engine.settings.clone();
-        workers::register(
-            &engine.db,
-            NewWorker {
-                id: engine.worker_id.clone(),
-                host: self.host.clone(),
-                pid: std::process::id() as i32,
-                queue: settings.redis.queue.clone(),
-                concurrency: settings.worker.concurrency as i32,
-            },
-        )
-        .await
-        .context("cannot register in the workers table")?;
-        tracing::info!(worker.id = %engine.worker_id, concurrency = settings.worker.concurrency, "worker started");
-
+        let engine = self.engine.clone();
+        self.register().await?;
         let companions = CancellationToken::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(heartbeater::run(engine.clone(), companions.clone()));
-        tasks.spawn(cancel_listener::run(engine.clone(), companions.clone()));
-        let reconciler = Reconciler::new(
-            engine.clone(),
-            ReconcilerConfig {
-                interval: settings.worker.reconciler_interval,
-                heartbeat_timeout: settings.worker.batch_stale_after,
-                overdue_after: settings.worker.reconciler_overdue_after,
-                scan_limit: 500,
-                table_upkeep_interval: settings.worker.table_upkeep_interval,
-            },
-        );
-        tasks.spawn(reconciler.run(companions.clone()));
-        if let Some(addr) = settings.worker.metrics_addr {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (WORKER_METRICS_ADDR)"))?;
-            tracing::info!(%addr, "worker metrics at /metrics");
-            tasks.spawn(serve_metrics(
-                listener,
-                settings.http.metrics_token.clone(),
-                companions.clone(),
-            ));
-        }
-
-        tokio::pin!(shutdown);
-        let mut restarts: Vec<std::time::Instant> = Vec::new();
-        let outcome = loop {
-            let monitor = queue_monitor(&engine, self.redis.clone());
-            let ctx = monitor.context();
-            let run = monitor.run();
-            tokio::pin!(run);
-            tokio::select! {
-                r = &mut run => {
-                    // apalis stops a worker on any Redis error (a timeout, a flushed key).
-                    // Postgres still holds every batch, so start a fresh queue worker; only
-                    // if that keeps failing, exit non-zero for the supervisor to act.
-                    restarts.retain(|t| t.elapsed() < Duration::from_secs(60));
-                    restarts.push(std::time::Instant::now());
-                    let why = match r { Ok(()) => "it returned".to_owned(), Err(e) => e.to_string() };
-                    if restarts.len() > MAX_RESTARTS_PER_MINUTE {
-                        break Err(anyhow::anyhow!("the queue worker keeps stopping ({why}); giving up"));
-                    }
-                    tracing::error!(reason = %why, "the queue worker stopped; starting a new one");
-                    tokio::select! {
-                        _ = &mut shutdown => break Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-                _ = &mut shutdown => {
-                    tracing::info!(grace = ?settings.worker.shutdown_grace, "draining in-flight batches");
-                    engine.draining.store(true, Ordering::Release);
-                    let _ = ctx.shutdown();
-                    if tokio::time::timeout(settings.worker.shutdown_grace, &mut run).await.is_err() {
-                        tracing::warn!("shutdown grace expired; unfinished batches will be taken over by other workers");
-                    }
-                    break Ok(());
-                }
-            }
-        };
+        let mut tasks = self.start_companions(&companions).await?;
+        let outcome = self.run_queue(shutdown).await;
         companions.cancel();
         while tasks.join_next().await.is_some() {}
         match tokio::time::timeout(
@@ -242,6 +172,89 @@ impl Worker {
             Err(_) => tracing::warn!("timed out marking the worker stopped"),
         }
         outcome
+    }
+
+    /// This process's row in `workers`, which the fleet's fair share counts.
+    async fn register(&self) -> anyhow::Result<()> {
+        let (engine, settings) = (&self.engine, &self.engine.settings);
+        let row = NewWorker {
+            id: engine.worker_id.clone(),
+            host: self.host.clone(),
+            pid: std::process::id() as i32,
+            queue: settings.redis.queue.clone(),
+            concurrency: settings.worker.concurrency as i32,
+        };
+        workers::register(&engine.db, row)
+            .await
+            .context("cannot register in the workers table")?;
+        tracing::info!(worker.id = %engine.worker_id, concurrency = settings.worker.concurrency, "worker started");
+        Ok(())
+    }
+
+    /// The heartbeater, the cancel listener, the reconciler and the metrics server, until
+    /// `stop`.
+    async fn start_companions(&self, stop: &CancellationToken) -> anyhow::Result<JoinSet<()>> {
+        let (engine, settings) = (&self.engine, &self.engine.settings);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(heartbeater::run(engine.clone(), stop.clone()));
+        tasks.spawn(cancel_listener::run(engine.clone(), stop.clone()));
+        let config = ReconcilerConfig {
+            interval: settings.worker.reconciler_interval,
+            heartbeat_timeout: settings.worker.batch_stale_after,
+            overdue_after: settings.worker.reconciler_overdue_after,
+            scan_limit: 500,
+            table_upkeep_interval: settings.worker.table_upkeep_interval,
+        };
+        tasks.spawn(Reconciler::new(engine.clone(), config).run(stop.clone()));
+        if let Some(addr) = settings.worker.metrics_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (WORKER_METRICS_ADDR)"))?;
+            tracing::info!(%addr, "worker metrics at /metrics");
+            let token = settings.http.metrics_token.clone();
+            tasks.spawn(serve_metrics(listener, token, stop.clone()));
+        }
+        Ok(tasks)
+    }
+
+    /// Runs the apalis queue worker until `shutdown` (then drains in-flight batches within
+    /// `WORKER_SHUTDOWN_GRACE`). apalis stops a worker on any Redis error (a timeout, a
+    /// flushed key); Postgres still holds every batch, so a fresh queue worker starts, and
+    /// only if that keeps failing does this return an error for the supervisor to act on.
+    async fn run_queue(&self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (engine, settings) = (&self.engine, &self.engine.settings);
+        tokio::pin!(shutdown);
+        let mut restarts: Vec<Instant> = Vec::new();
+        loop {
+            let monitor = queue_monitor(engine, self.redis.clone());
+            let ctx = monitor.context();
+            let run = monitor.run();
+            tokio::pin!(run);
+            tokio::select! {
+                r = &mut run => {
+                    restarts.retain(|t| t.elapsed() < Duration::from_secs(60));
+                    restarts.push(Instant::now());
+                    let why = match r { Ok(()) => "it returned".to_owned(), Err(e) => e.to_string() };
+                    if restarts.len() > MAX_RESTARTS_PER_MINUTE {
+                        return Err(anyhow::anyhow!("the queue worker keeps stopping ({why}); giving up"));
+                    }
+                    tracing::error!(reason = %why, "the queue worker stopped; starting a new one");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+                _ = &mut shutdown => {
+                    tracing::info!(grace = ?settings.worker.shutdown_grace, "draining in-flight batches");
+                    engine.draining.store(true, Ordering::Release);
+                    let _ = ctx.shutdown();
+                    if tokio::time::timeout(settings.worker.shutdown_grace, &mut run).await.is_err() {
+                        tracing::warn!("shutdown grace expired; unfinished batches will be taken over by other workers");
+                    }
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 

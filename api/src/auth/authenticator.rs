@@ -39,7 +39,10 @@ use entity::{TenantId, tenant::TenantStatus};
 use freight_core::{
     config::AuthSettings,
     domain::api_key::{ApiKey, Scopes},
-    store::{api_keys, db},
+    store::{
+        api_keys::{self, KeyForAuth},
+        db,
+    },
 };
 use moka::future::Cache;
 use sea_orm::DatabaseConnection;
@@ -265,36 +268,11 @@ impl Authenticator {
             self.cache.invalidate(key.public_id()).await;
             return Err(Refusal::Invalid.error());
         };
-        let secret_hash = match known {
-            Some(k) if *k.secret_hash == *row.secret_hash => k.secret_hash,
-            _ => {
-                let _slot = match slot {
-                    Some(slot) => slot,
-                    // The stored hash changed under a cached entry: hash after all.
-                    None => self.hashing.slot().await?,
-                };
-                self.argon2_runs.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(freight_core::metrics::API_KEY_VERIFICATIONS).increment(1);
-                let (key, hash) = (key.clone(), row.secret_hash.clone());
-                let ok = tokio::task::spawn_blocking(move || key.verify_secret(&hash))
-                    .await
-                    .map_err(|e| ApiError::internal("the argon2 task", e))?;
-                if !ok {
-                    self.refused.insert(refusal_key, Refusal::Invalid).await;
-                    return Err(Refusal::Invalid.error());
-                }
-                Arc::from(row.secret_hash.as_str())
-            }
-        };
+        let secret_hash = self
+            .check_secret(&key, &row, known, slot, &refusal_key)
+            .await?;
         // Only a holder of the right secret learns whether the key is revoked or expired.
-        let refusal = if row.revoked_at.is_some() {
-            Some(Refusal::Revoked)
-        } else if row.expires_at.is_some_and(|at| at <= Utc::now()) {
-            Some(Refusal::Expired)
-        } else {
-            None
-        };
-        if let Some(refusal) = refusal {
+        if let Some(refusal) = refusal_of(&row) {
             self.cache.invalidate(key.public_id()).await;
             self.refused.insert(refusal_key, refusal).await;
             return Err(refusal.error());
@@ -324,6 +302,42 @@ impl Authenticator {
         }
         self.note_used(principal.key_id);
         Ok(principal)
+    }
+
+    /// The stored hash, once the presented secret matches it: by Argon2 (in a hashing
+    /// slot, `slot` if one is held already), unless `known` was verified against this
+    /// very hash. A wrong secret is refused and remembered.
+    async fn check_secret(
+        &self,
+        key: &ApiKey,
+        row: &KeyForAuth,
+        known: Option<CachedKey>,
+        slot: Option<SemaphorePermit<'_>>,
+        refusal_key: &(String, [u8; 32]),
+    ) -> Result<Arc<str>, ApiError> {
+        if let Some(k) = known
+            && *k.secret_hash == *row.secret_hash
+        {
+            return Ok(k.secret_hash);
+        }
+        let _slot = match slot {
+            Some(slot) => slot,
+            // The stored hash changed under a cached entry: hash after all.
+            None => self.hashing.slot().await?,
+        };
+        self.argon2_runs.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(freight_core::metrics::API_KEY_VERIFICATIONS).increment(1);
+        let (key, hash) = (key.clone(), row.secret_hash.clone());
+        let ok = tokio::task::spawn_blocking(move || key.verify_secret(&hash))
+            .await
+            .map_err(|e| ApiError::internal("the argon2 task", e))?;
+        if !ok {
+            self.refused
+                .insert(refusal_key.clone(), Refusal::Invalid)
+                .await;
+            return Err(Refusal::Invalid.error());
+        }
+        Ok(Arc::from(row.secret_hash.as_str()))
     }
 
     /// Takes one of the hashing slots key verification uses, for hashing a new key's
@@ -434,5 +448,16 @@ impl Authenticator {
             }
         }
         Ok(now)
+    }
+}
+
+/// Why a key whose secret matched still does not work, if it does not.
+fn refusal_of(row: &KeyForAuth) -> Option<Refusal> {
+    if row.revoked_at.is_some() {
+        Some(Refusal::Revoked)
+    } else if row.expires_at.is_some_and(|at| at <= Utc::now()) {
+        Some(Refusal::Expired)
+    } else {
+        None
     }
 }

@@ -1,8 +1,7 @@
 //! A record's top-level fields, read from its JSON text without building a tree: each
 //! field's value stays a borrowed slice of that text. The Postgres connector needs no
 //! more than that to write a row, and building a `serde_json::Value` per record (a map
-//! and a string per field) was most of the worker's CPU in a delivery
-//! (docs/performance.md, 13).
+//! and a string per field) was most of the worker's CPU in a delivery.
 
 use std::{borrow::Cow, fmt};
 

@@ -233,39 +233,9 @@ impl DestinationInput {
                 Ok(url)
             }),
         );
-        let table = match self.table.as_deref() {
-            None => {
-                problems.push(
-                    "destination.table",
-                    "is required for a postgres destination",
-                );
-                None
-            }
-            Some(t) if t.split('.').count() <= 2 && t.split('.').all(is_identifier) => {
-                Some(t.to_owned())
-            }
-            Some(_) => {
-                problems.push(
-                    "destination.table",
-                    "must be `name` or `schema.name` of letters, digits and `_`, not starting with a digit",
-                );
-                None
-            }
-        };
+        let table = problems.check("destination.table", check_table(self.table.as_deref()));
         let key = self.key.clone().unwrap_or_else(|| vec!["id".to_owned()]);
-        let key_ok = if key.is_empty() || key.len() > 32 {
-            problems.push("destination.key", "must list 1 to 32 columns");
-            false
-        } else {
-            let mut ok = true;
-            for (i, col) in key.iter().enumerate() {
-                if !is_identifier(col) {
-                    problems.push(format!("destination.key[{i}]"), "is not a column name");
-                    ok = false;
-                }
-            }
-            ok
-        };
+        let key_ok = check_key(&key, problems);
         let mode = match self.mode.as_deref().unwrap_or("insert") {
             "insert" => Some(WriteMode::Insert),
             "upsert" => Some(WriteMode::Upsert),
@@ -285,6 +255,34 @@ impl DestinationInput {
             mode: mode?,
         })
     }
+}
+
+/// A Postgres destination's table: `name` or `schema.name`.
+fn check_table(table: Option<&str>) -> Result<String, String> {
+    match table {
+        None => Err("is required for a postgres destination".into()),
+        Some(t) if t.split('.').count() <= 2 && t.split('.').all(is_identifier) => Ok(t.to_owned()),
+        Some(_) => Err(
+            "must be `name` or `schema.name` of letters, digits and `_`, not starting with a digit"
+                .into(),
+        ),
+    }
+}
+
+/// The key columns: 1 to 32 identifiers, each broken one named.
+fn check_key(key: &[String], problems: &mut Problems) -> bool {
+    if key.is_empty() || key.len() > 32 {
+        problems.push("destination.key", "must list 1 to 32 columns");
+        return false;
+    }
+    let mut ok = true;
+    for (i, col) in key.iter().enumerate() {
+        if !is_identifier(col) {
+            problems.push(format!("destination.key[{i}]"), "is not a column name");
+            ok = false;
+        }
+    }
+    ok
 }
 
 fn parse_url(raw: Option<&str>, schemes: &[&str]) -> Result<Url, String> {

@@ -180,23 +180,13 @@ impl<'a> CreateJobRequest<'a> {
         max_record_bytes: usize,
     ) -> Result<NewJob<'a>> {
         let mut problems = Problems::default();
-        let name = match self.name {
-            Some(n) if n.trim().is_empty() || n.chars().count() > 200 || n.contains('\0') => {
-                problems.push("name", "must be 1 to 200 characters, without NUL (\\u0000)");
-                None
-            }
-            other => other,
-        };
-        let record_key = match self.record_key {
-            Some(k) if k.is_empty() || k.len() > 256 || k.contains('\0') => {
-                problems.push(
-                    "record_key",
-                    "must be 1 to 256 characters, without NUL (\\u0000)",
-                );
-                None
-            }
-            other => other,
-        };
+        // A name counts characters; a key bytes, its index's limit.
+        let name = text_field(&mut problems, "name", self.name, 200, |n| {
+            !n.trim().is_empty() && n.chars().count() <= 200
+        });
+        let record_key = text_field(&mut problems, "record_key", self.record_key, 256, |k| {
+            !k.is_empty() && k.len() <= 256
+        });
         let batch_size = range(
             &mut problems,
             "batch_size",
@@ -224,51 +214,92 @@ impl<'a> CreateJobRequest<'a> {
             }
             Some(d) => d.validate(&mut problems),
         };
-        let (source, records, record_count) = match self.source {
-            None => {
-                problems.push("source", "is required");
-                (None, None, 0)
-            }
-            Some(src) => match src.kind.as_deref() {
-                Some("inline") => {
-                    let count = check_inline(src.records, max_record_bytes, &mut problems)?;
-                    (Some(SourceKind::Inline), src.records, count)
-                }
-                Some("upload") => {
-                    if src.records.is_some() {
-                        problems.push("source.records", "an upload job receives its records through POST /api/v1/jobs/{id}/records");
-                    }
-                    (Some(SourceKind::Upload), None, 0)
-                }
-                None => {
-                    problems.push("source.type", "is required: `inline` or `upload`");
-                    (None, None, 0)
-                }
-                Some(other) => {
-                    problems.push(
-                        "source.type",
-                        format!("`{other}` is not a source type: use `inline` or `upload`"),
-                    );
-                    (None, None, 0)
-                }
-            },
+        let source = validate_source(self.source, max_record_bytes, &mut problems)?;
+        problems.into_result(|| ())?;
+        // Every `None` below pushed a problem above, so none is left by now.
+        let (
+            Some((source, records, record_count)),
+            Some(destination),
+            Some(batch_size),
+            Some(parallelism),
+            Some(retry),
+        ) = (source, destination, batch_size, parallelism, retry)
+        else {
+            return Err(crate::Error::internal(
+                "a field failed validation without a problem",
+            ));
         };
-        if !problems.is_empty() {
-            return problems.into_result(|| unreachable!());
-        }
         Ok(NewJob {
             name,
-            source: source.expect("checked"),
-            destination: destination.expect("checked"),
+            source,
+            destination,
             record_key,
-            batch_size: batch_size.expect("checked") as i32,
-            parallelism: parallelism.expect("checked") as i32,
-            retry: retry.expect("checked"),
+            batch_size: batch_size as i32,
+            parallelism: parallelism as i32,
+            retry,
             records,
             record_count,
             max_record_bytes,
         })
     }
+}
+
+/// An optional text field that must pass `fits` (1 to `max` characters) and hold no NUL,
+/// which Postgres text cannot store.
+fn text_field(
+    problems: &mut Problems,
+    field: &str,
+    value: Option<String>,
+    max: usize,
+    fits: impl Fn(&str) -> bool,
+) -> Option<String> {
+    match value {
+        Some(v) if !fits(&v) || v.contains('\0') => {
+            let message = format!("must be 1 to {max} characters, without NUL (\\u0000)");
+            problems.push(field, message);
+            None
+        }
+        other => other,
+    }
+}
+
+/// The source: its kind, inline records (checked, not built) and how many there are.
+#[allow(clippy::type_complexity)]
+fn validate_source<'a>(
+    source: Option<SourceInput<'a>>,
+    max_record_bytes: usize,
+    problems: &mut Problems,
+) -> Result<Option<(SourceKind, Option<RawRecords<'a>>, i64)>> {
+    let Some(src) = source else {
+        problems.push("source", "is required");
+        return Ok(None);
+    };
+    Ok(match src.kind.as_deref() {
+        Some("inline") => {
+            let count = check_inline(src.records, max_record_bytes, problems)?;
+            Some((SourceKind::Inline, src.records, count))
+        }
+        Some("upload") => {
+            if src.records.is_some() {
+                problems.push(
+                    "source.records",
+                    "an upload job receives its records through POST /api/v1/jobs/{id}/records",
+                );
+            }
+            Some((SourceKind::Upload, None, 0))
+        }
+        None => {
+            problems.push("source.type", "is required: `inline` or `upload`");
+            None
+        }
+        Some(other) => {
+            problems.push(
+                "source.type",
+                format!("`{other}` is not a source type: use `inline` or `upload`"),
+            );
+            None
+        }
+    })
 }
 
 /// Checks every inline record without building it; returns how many there are. The

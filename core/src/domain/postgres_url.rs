@@ -88,18 +88,7 @@ impl PostgresUrl {
         if url.fragment().is_some() {
             return Err("must not have a fragment (`#...`)".into());
         }
-        let host = match url.host() {
-            Some(Host::Ipv6(ip)) => ip.to_string(),
-            Some(Host::Ipv4(ip)) => ip.to_string(),
-            Some(Host::Domain(name)) if is_host_name(name) => name.to_ascii_lowercase(),
-            Some(Host::Domain(_)) => {
-                return Err(
-                    "must name one host: a DNS name or an IP address (no list of hosts, no socket path)"
-                        .into(),
-                );
-            }
-            None => return Err("must name a host".into()),
-        };
+        let host = host_of(&url)?;
         let port = url.port().unwrap_or(5432);
         if port == 0 {
             return Err("port must be between 1 and 65535".into());
@@ -111,7 +100,6 @@ impl PostgresUrl {
                     .into(),
             );
         }
-        let mut password = url.password().map(decode);
         let path = decode(url.path().trim_start_matches('/'));
         if path.contains('/') {
             return Err("the path must be just the database name".into());
@@ -119,7 +107,7 @@ impl PostgresUrl {
         let database = if path.is_empty() { user.clone() } else { path };
         let mut parsed = Self {
             user,
-            password: None,
+            password: url.password().map(decode),
             host,
             port,
             database,
@@ -129,52 +117,69 @@ impl PostgresUrl {
         };
         let mut seen: Vec<String> = Vec::new();
         for (name, value) in url.query_pairs() {
-            if !ALLOWED_PARAMS.contains(&name.as_ref()) {
+            if seen.iter().any(|s| *s == name) && ALLOWED_PARAMS.contains(&name.as_ref()) {
+                return Err(format!("the query parameter `{name}` is given twice"));
+            }
+            parsed.set_param(&name, value.into_owned())?;
+            seen.push(name.into_owned());
+        }
+        Ok(parsed)
+    }
+
+    /// Applies one query parameter; only those on [`ALLOWED_PARAMS`] are taken.
+    fn set_param(&mut self, name: &str, value: String) -> Result<(), String> {
+        match name {
+            "sslmode" => {
+                self.ssl_mode = SslMode::parse(&value).ok_or(
+                    "`sslmode` must be disable, allow, prefer, require, verify-ca or verify-full",
+                )?;
+            }
+            "application_name" => {
+                if value.len() > 63 || !value.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                    return Err(
+                        "`application_name` must be at most 63 visible ASCII characters".into(),
+                    );
+                }
+                self.application_name = Some(value);
+            }
+            "connect_timeout" => {
+                let secs: u64 =
+                    value.parse().ok().filter(|s| (1..=60).contains(s)).ok_or(
+                        "`connect_timeout` must be a whole number of seconds from 1 to 60",
+                    )?;
+                self.connect_timeout = Some(Duration::from_secs(secs));
+            }
+            // Given in the user info too: refused rather than silently picking one.
+            "password" if self.password.is_some() => {
+                return Err(
+                    "the password is given twice (in the user info and as `password`)".into(),
+                );
+            }
+            "password" => self.password = Some(value),
+            other => {
                 return Err(format!(
                     "the query parameter `{}` is not allowed: a destination URL may set only {}",
-                    printable(&name),
+                    printable(other),
                     ALLOWED_PARAMS.join(", ")
                 ));
             }
-            if seen.iter().any(|s| *s == name) {
-                return Err(format!("the query parameter `{name}` is given twice"));
-            }
-            seen.push(name.to_string());
-            match name.as_ref() {
-                "sslmode" => {
-                    parsed.ssl_mode = SslMode::parse(&value).ok_or(
-                        "`sslmode` must be disable, allow, prefer, require, verify-ca or verify-full",
-                    )?;
-                }
-                "application_name" => {
-                    if value.len() > 63 || !value.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-                    {
-                        return Err(
-                            "`application_name` must be at most 63 visible ASCII characters".into(),
-                        );
-                    }
-                    parsed.application_name = Some(value.into_owned());
-                }
-                "connect_timeout" => {
-                    let secs: u64 = value.parse().ok().filter(|s| (1..=60).contains(s)).ok_or(
-                        "`connect_timeout` must be a whole number of seconds from 1 to 60",
-                    )?;
-                    parsed.connect_timeout = Some(Duration::from_secs(secs));
-                }
-                "password" => {
-                    if password.is_some() {
-                        return Err(
-                            "the password is given twice (in the user info and as `password`)"
-                                .into(),
-                        );
-                    }
-                    password = Some(value.into_owned());
-                }
-                _ => unreachable!("every allowed parameter is handled above"),
-            }
         }
-        parsed.password = password;
-        Ok(parsed)
+        Ok(())
+    }
+}
+
+/// The URL's one host, a DNS name or an IP address: nothing sqlx would read as a list of
+/// hosts or a socket path.
+fn host_of(url: &Url) -> Result<String, String> {
+    match url.host() {
+        Some(Host::Ipv6(ip)) => Ok(ip.to_string()),
+        Some(Host::Ipv4(ip)) => Ok(ip.to_string()),
+        Some(Host::Domain(name)) if is_host_name(name) => Ok(name.to_ascii_lowercase()),
+        Some(Host::Domain(_)) => Err(
+            "must name one host: a DNS name or an IP address (no list of hosts, no socket path)"
+                .into(),
+        ),
+        None => Err("must name a host".into()),
     }
 }
 

@@ -53,85 +53,33 @@ pub struct RetryPolicyInput {
 const MAX_INTERVAL_MS: i64 = 7 * 24 * 3600 * 1000;
 
 impl RetryPolicyInput {
-    /// Validates against `base`, recording problems under `prefix` (`retry`).
+    /// Validates against `base` (what an absent field takes), recording problems under
+    /// `prefix` (`retry`).
     pub fn validate(
         &self,
         base: RetryPolicy,
         prefix: &str,
         problems: &mut Problems,
     ) -> Option<RetryPolicy> {
-        let f = |name: &str| {
-            if prefix.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{prefix}.{name}")
-            }
-        };
-        let int = |problems: &mut Problems,
-                   name: &str,
-                   v: Option<i64>,
-                   default: i64,
-                   lo: i64,
-                   hi: i64| {
-            let v = v.unwrap_or(default);
-            problems.check(
-                &f(name),
-                if (lo..=hi).contains(&v) {
-                    Ok(v)
-                } else {
-                    Err(format!("must be between {lo} and {hi}"))
-                },
-            )
-        };
-        let max_attempts = int(
-            problems,
-            "max_attempts",
-            self.max_attempts,
-            base.max_attempts as i64,
-            1,
-            100,
-        );
-        let initial = int(
-            problems,
-            "initial_interval_ms",
-            self.initial_interval_ms,
-            base.initial_interval_ms as i64,
-            1,
-            MAX_INTERVAL_MS,
-        );
-        let max = int(
-            problems,
-            "max_interval_ms",
-            self.max_interval_ms,
-            base.max_interval_ms as i64,
-            1,
-            MAX_INTERVAL_MS,
-        );
+        let mut fields = Fields { prefix, problems };
+        let max_attempts = self.max_attempts.unwrap_or(base.max_attempts.into());
+        let max_attempts = fields.within("max_attempts", max_attempts, 1, 100);
+        let initial = self
+            .initial_interval_ms
+            .unwrap_or(base.initial_interval_ms as i64);
+        let initial = fields.within("initial_interval_ms", initial, 1, MAX_INTERVAL_MS);
+        let max = self.max_interval_ms.unwrap_or(base.max_interval_ms as i64);
+        let max = fields.within("max_interval_ms", max, 1, MAX_INTERVAL_MS);
         let multiplier = self.multiplier.unwrap_or(base.multiplier);
-        let multiplier = problems.check(
-            &f("multiplier"),
-            if (1.0..=10.0).contains(&multiplier) {
-                Ok(multiplier)
-            } else {
-                Err("must be between 1.0 and 10.0".into())
-            },
-        );
-        let jitter = self.jitter.unwrap_or(base.jitter);
-        let jitter = problems.check(
-            &f("jitter"),
-            if (0.0..=1.0).contains(&jitter) {
-                Ok(jitter)
-            } else {
-                Err("must be between 0.0 and 1.0".into())
-            },
-        );
+        let multiplier = fields.within("multiplier", multiplier, 1.0, 10.0);
+        let jitter = fields.within("jitter", self.jitter.unwrap_or(base.jitter), 0.0, 1.0);
         if let (Some(i), Some(m)) = (initial, max)
             && m < i
         {
-            problems.push(
-                f("max_interval_ms"),
-                "must not be less than initial_interval_ms",
-            );
+            let field = fields.path("max_interval_ms");
+            fields
+                .problems
+                .push(field, "must not be less than initial_interval_ms");
             return None;
         }
         Some(RetryPolicy {
@@ -141,6 +89,40 @@ impl RetryPolicyInput {
             max_interval_ms: max? as u64,
             jitter: jitter?,
         })
+    }
+}
+
+/// A policy's fields as they are checked: each problem is named under the prefix.
+struct Fields<'a> {
+    prefix: &'a str,
+    problems: &'a mut Problems,
+}
+
+impl Fields<'_> {
+    fn path(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// `value` if within `lo..=hi`; otherwise a problem naming the range (`{:?}`, so
+    /// `1.0` reads as a float).
+    fn within<T: PartialOrd + std::fmt::Debug>(
+        &mut self,
+        name: &str,
+        value: T,
+        lo: T,
+        hi: T,
+    ) -> Option<T> {
+        let check = if lo <= value && value <= hi {
+            Ok(value)
+        } else {
+            Err(format!("must be between {lo:?} and {hi:?}"))
+        };
+        let field = self.path(name);
+        self.problems.check(&field, check)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The Redis connection. Built by hand rather than with `apalis_redis::connect`, whose
-//! 500 ms response timeout stops a worker on one slow reply (stack notes §2).
+//! 500 ms response timeout stops a worker on one slow reply.
 
 use redis::{
     IntoConnectionInfo,

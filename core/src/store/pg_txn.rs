@@ -2,8 +2,7 @@
 //! SeaORM cannot: `COPY ... FROM STDIN`. Staging an upload's records with one streamed
 //! `COPY` instead of an `INSERT` per few thousand records removes a round trip and a
 //! firing of the ownership trigger per statement, and lets Postgres store one chunk
-//! while the api parses the next: uploads ran at about a third of `COPY`'s rate
-//! before (docs/performance.md, intake).
+//! while the api parses the next.
 //!
 //! Everything else in the transaction goes through [`ConnectionTrait`], so the repo
 //! functions take it like any other connection.
